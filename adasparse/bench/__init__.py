@@ -1,0 +1,1 @@
+"""Benchmarks and showcases shipped with the package (``adasparse bench ...``)."""

@@ -1,0 +1,117 @@
+"""Thin ``nn.Module`` wrappers around the α-entmax mappings, and the learnable α."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..ops.entmax import _check_alpha_value, entmax, entmax15, sparsemax
+
+__all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha"]
+
+
+class Entmax(nn.Module):
+    """α-entmax along ``dim`` with a fixed α (see :func:`adasparse.entmax`)."""
+
+    def __init__(self, alpha: float = 1.5, dim: int = -1):
+        super().__init__()
+        self.alpha = _check_alpha_value(alpha)
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return entmax(x, self.alpha, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, dim={self.dim}"
+
+
+class Sparsemax(nn.Module):
+    """Sparsemax (α = 2) along ``dim`` (see :func:`adasparse.sparsemax`)."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sparsemax(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Entmax15(nn.Module):
+    """1.5-entmax along ``dim`` (see :func:`adasparse.entmax15`)."""
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return entmax15(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LearnableAlpha(nn.Module):
+    """A learnable α of a given shape: ``α = clamp(1 + sigmoid(θ), alpha_min, alpha_max)``.
+
+    This is the parametrisation of Correia, Niculae & Martins (2019): one θ per attention
+    head, per layer, per attention type, trained with the rest of the model.
+
+    Args:
+        shape: shape of α (e.g. ``(H,)`` for one α per head), or an int.
+        init: ``"normal"`` (θ ~ N(0, 1), as in the paper) or a number in
+            ``(alpha_min, alpha_max)`` ∩ (1, 2): every θ starts at ``logit(init − 1)``.
+        alpha_min, alpha_max: the clamp range, default [1.01, 2].
+
+    Calling the module returns α (``shape``); ``alpha`` is the same as a property.
+    """
+
+    def __init__(
+        self,
+        shape: int | tuple[int, ...] = (),
+        init: str | float = "normal",
+        alpha_min: float = 1.01,
+        alpha_max: float = 2.0,
+    ):
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if any((not isinstance(s, int)) or s <= 0 for s in shape):
+            raise ValueError(f"shape must contain positive ints, got {shape}")
+        if not (1.0 <= alpha_min < alpha_max):
+            raise ValueError(f"need 1 <= alpha_min < alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
+        self.alpha_min = float(alpha_min)
+        self.alpha_max = float(alpha_max)
+        self.init = init
+        self.theta = nn.Parameter(torch.empty(shape))
+        if isinstance(init, str):
+            if init != "normal":
+                raise ValueError(f"init must be 'normal' or a number in (1, 2), got {init!r}")
+        else:
+            a = float(init)
+            if not (1.0 < a < 2.0) or not (alpha_min <= a <= alpha_max):
+                raise ValueError(
+                    f"init={init!r} must lie in (1, 2) and in [alpha_min, alpha_max] = [{alpha_min}, {alpha_max}]"
+                )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            if isinstance(self.init, str):
+                self.theta.normal_(0.0, 1.0)
+            else:
+                a = float(self.init)
+                self.theta.fill_(math.log((a - 1.0) / (2.0 - a)))
+
+    def forward(self) -> Tensor:
+        return torch.clamp(1.0 + torch.sigmoid(self.theta), self.alpha_min, self.alpha_max)
+
+    @property
+    def alpha(self) -> Tensor:
+        return self()
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.theta.shape)}, init={self.init!r}, range=[{self.alpha_min}, {self.alpha_max}]"

@@ -1,0 +1,250 @@
+"""α-entmax mappings with exact gradients in the scores and in α.
+
+α-entmax (Peters, Niculae & Martins 2019; Correia, Niculae & Martins, "Adaptively Sparse
+Transformers", EMNLP 2019) maps scores z to a probability vector that may contain exact zeros::
+
+    entmax_α(z) = argmax_{p ∈ Δ} pᵀz + H_α(p),
+    H_α(p) = Σ_j (p_j − p_j^α) / (α(α−1))   (Tsallis entropy; Shannon entropy at α = 1),
+
+whose solution is p_i = [(α−1) z_i − τ]₊^{1/(α−1)} with τ such that Σ p = 1.  α = 1 is softmax,
+α = 2 is sparsemax, α = 1.5 is "1.5-entmax".
+
+Gradients (the paper's Proposition 1), with s_i = p_i^{2−α} on the support and g = ∂ℓ/∂p::
+
+    ∂ℓ/∂z = s ⊙ g − s (Σ s⊙g)/(Σ s)
+    ∂ℓ/∂α = Σ_i g_i [(p_i − p̃_i)/(α−1)² + (h_i − p̃_i Σ_j h_j)/(α−1)],  p̃ = s/Σs, h = −p log p
+
+and at α = 1 the limit ∂p_i/∂α = (−p_i log² p_i + p_i Σ_j p_j log² p_j)/2.
+
+Conventions shared by all mappings here:
+
+* Masking: ``-inf`` scores get exactly 0 and zero gradient; a row that is entirely ``-inf``
+  returns all zeros and zero gradient (softmax would return NaN).
+* Half precision: float16/bfloat16 are computed in float32 and returned in the input dtype.
+* NaN in a row gives NaN in that row only, as with softmax.
+* α > 2 is allowed (bisection; slower and less accurate than 1 ≤ α ≤ 2).
+* ``torch.func`` (``vmap``, ``grad``) and ``torch.compile`` (one opaque solver node) work.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+from ._solver import solve_entmax
+
+__all__ = ["entmax", "sparsemax", "entmax15", "entmax_bisect_reference"]
+
+# below this distance to 1, ∂p/∂α uses its α → 1 limit (the general formula cancels badly)
+_ALPHA_ONE_EPS = {torch.float64: 1e-6, torch.float32: 1e-3}
+
+
+def _grad_z(p: Tensor, g: Tensor, s: Tensor) -> Tensor:
+    """∂ℓ/∂z = s ⊙ g − s (Σ s⊙g)/(Σ s), with zero for rows whose support is empty."""
+    ssum = s.sum(-1, keepdim=True)
+    sg = s * g
+    coef = sg.sum(-1, keepdim=True) / torch.where(ssum > 0, ssum, torch.ones_like(ssum))
+    return sg - s * coef
+
+
+def _support_weights(p: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:
+    """s = p^{2−α} on the support, 0 elsewhere."""
+    if alpha is None:
+        if alpha_value == 1.0:
+            return p
+        if alpha_value == 2.0:
+            return (p > 0).to(p.dtype)
+        if alpha_value == 1.5:
+            return p.sqrt()
+        if alpha_value < 2.0:
+            return p.pow(2.0 - alpha_value)
+        return torch.where(p > 0, p.pow(2.0 - alpha_value), 0.0)
+    e = 2.0 - alpha
+    # 0 ** e is 0 for e > 0 but 1 for e == 0 and inf for e < 0: mask those
+    return torch.where(p > 0, p.pow(e), 0.0)
+
+
+def _grad_alpha(p: Tensor, g: Tensor, s: Tensor, alpha: Tensor) -> Tensor:
+    """Per-row ∂ℓ/∂α (shape (..., 1)), before summing to α's shape."""
+    ssum = s.sum(-1, keepdim=True)
+    pt = s / torch.where(ssum > 0, ssum, torch.ones_like(ssum))
+    logp = torch.where(p > 0, p.log(), 0.0)
+    h = -p * logp
+    hsum = h.sum(-1, keepdim=True)
+    am1 = alpha - 1
+    safe = torch.where(am1 > 0, am1, torch.ones_like(am1))
+    general = (g * (p - pt)).sum(-1, keepdim=True) / safe**2 + (
+        (g * h).sum(-1, keepdim=True) - hsum * (g * pt).sum(-1, keepdim=True)
+    ) / safe
+    plog2 = p * logp * logp
+    limit = 0.5 * (-(g * plog2).sum(-1, keepdim=True) + (g * p).sum(-1, keepdim=True) * plog2.sum(-1, keepdim=True))
+    eps = _ALPHA_ONE_EPS.get(p.dtype, 1e-3)
+    return torch.where(am1 < eps, limit, general)
+
+
+class _EntmaxFunction(torch.autograd.Function):
+    """z (..., n), alpha (..., 1) tensor or None, alpha_value float → p (..., n)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:
+        return solve_entmax(z, alpha, alpha_value)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, alpha, alpha_value = inputs
+        ctx.alpha_value = alpha_value
+        ctx.save_for_backward(output, alpha)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        p, alpha = ctx.saved_tensors
+        # half precision: do the reductions in float32
+        cd = torch.float64 if p.dtype == torch.float64 else torch.float32
+        pc, gc = p.to(cd), g.to(cd)
+        ac = None if alpha is None else alpha.to(cd)
+        s = _support_weights(pc, ac, ctx.alpha_value)
+        gz = _grad_z(pc, gc, s).to(g.dtype) if ctx.needs_input_grad[0] else None
+        ga = None
+        if alpha is not None and ctx.needs_input_grad[1]:
+            ga = _grad_alpha(pc, gc, s, ac).to(alpha.dtype)
+        return gz, ga, None
+
+
+def _check_scores(x: Tensor, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
+
+
+def _check_alpha_value(alpha: float, name: str = "alpha") -> float:
+    a = float(alpha)
+    if not math.isfinite(a) or a < 1.0:
+        raise ValueError(f"{name} must be a finite number >= 1 (1 = softmax, 2 = sparsemax), got {alpha!r}")
+    return a
+
+
+def _check_alpha_tensor(alpha: Tensor) -> None:
+    """Value checks on a tensor α, skipped while tracing (vmap/compile) where values are unknown."""
+    if not alpha.is_floating_point():
+        raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+    try:
+        bad = alpha.detach()
+        if bad.numel() and not bool(((bad >= 1) & torch.isfinite(bad)).all()):
+            worst = bad[~((bad >= 1) & torch.isfinite(bad))].flatten()[0].item()
+            raise ValueError(f"alpha must be finite and >= 1 everywhere (1 = softmax, 2 = sparsemax); found {worst!r}")
+    except RuntimeError:  # functorch/dynamo tensors cannot be inspected: the solver still sees them
+        pass
+
+
+def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
+    r"""α-entmax along ``dim``: ``argmax_{p ∈ Δ} pᵀx + H_α(p)`` (Tsallis entropy ``H_α``).
+
+    Solution ``p_i = [(α−1) x_i − τ]₊^{1/(α−1)}``; exact zeros outside the support.
+    ``alpha = 1`` returns ``torch.softmax`` exactly, ``alpha = 2`` equals :func:`sparsemax`,
+    ``alpha = 1.5`` equals :func:`entmax15` (Peters et al. 2019; Correia et al. 2019).
+
+    Args:
+        x: scores, any floating dtype. ``-inf`` entries are masked (weight exactly 0).
+        alpha: a Python number ≥ 1, or a tensor broadcastable to ``x`` whose ``dim`` has size 1
+            (e.g. ``(1, H, 1, 1)`` for scores ``(B, H, Q, K)``); it may require grad, and its
+            gradient is summed to its own shape.
+        dim: the dimension that sums to one.
+
+    Raises:
+        TypeError: ``x`` or ``alpha`` is not a floating tensor.
+        ValueError: ``alpha`` < 1 or not finite.
+        IndexError: ``dim`` is out of range.
+    """
+    _check_scores(x)
+    dim = _canonical_dim(x, dim)
+    if isinstance(alpha, Tensor):
+        _check_alpha_tensor(alpha)
+        if alpha.dim() > x.dim():
+            raise ValueError(f"alpha has {alpha.dim()} dims but x has {x.dim()}: alpha must broadcast to x")
+        a = alpha.reshape((1,) * (x.dim() - alpha.dim()) + tuple(alpha.shape))
+        if a.shape[dim] != 1:
+            raise ValueError(
+                f"alpha of shape {tuple(alpha.shape)} must have size 1 along dim={dim} (the dim that sums to one) "
+                f"for x of shape {tuple(x.shape)}"
+            )
+        z = x.movedim(dim, -1)
+        a = a.movedim(dim, -1)
+        try:
+            a = a.expand(*z.shape[:-1], 1)
+        except RuntimeError:
+            raise ValueError(
+                f"alpha of shape {tuple(alpha.shape)} does not broadcast to x of shape {tuple(x.shape)}"
+            ) from None
+        return _EntmaxFunction.apply(z, a, 0.0).movedim(-1, dim)
+    if isinstance(alpha, bool) or not isinstance(alpha, Real):
+        raise TypeError(f"alpha must be a number or a floating tensor, got {type(alpha).__name__}")
+    a = _check_alpha_value(alpha)
+    if a == 1.0:
+        return torch.softmax(x, dim)
+    return _EntmaxFunction.apply(x.movedim(dim, -1), None, a).movedim(-1, dim)
+
+
+def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
+    r"""Sparsemax along ``dim``: the Euclidean projection onto the simplex,
+    ``argmin_{p ∈ Δ} ‖p − x‖²`` (Martins & Astudillo 2016); α-entmax with α = 2.
+
+    Exact: Newton's method on the piecewise-linear threshold equation stops once the support
+    is found (with an exact sort-based fallback for pathological rows). Masking, half
+    precision and NaN behave as in :func:`entmax`.
+    """
+    _check_scores(x)
+    dim = _canonical_dim(x, dim)
+    return _EntmaxFunction.apply(x.movedim(dim, -1), None, 2.0).movedim(-1, dim)
+
+
+def entmax15(x: Tensor, dim: int = -1) -> Tensor:
+    r"""1.5-entmax along ``dim``: ``argmax_{p ∈ Δ} pᵀx + H_{1.5}(p)``, i.e.
+    ``p_i = [x_i/2 − τ]₊²`` (Peters, Niculae & Martins 2019).
+
+    Exact: the support is found by Newton's method, then τ is the closed-form root of the
+    quadratic on that support. Masking, half precision and NaN behave as in :func:`entmax`.
+    """
+    _check_scores(x)
+    dim = _canonical_dim(x, dim)
+    return _EntmaxFunction.apply(x.movedim(dim, -1), None, 1.5).movedim(-1, dim)
+
+
+def _canonical_dim(x: Tensor, dim: int) -> int:
+    n = x.dim()
+    if not -max(n, 1) <= dim < max(n, 1):
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-max(n, 1)}, {max(n, 1) - 1}], but got {dim})"
+        )
+    return dim % max(n, 1)
+
+
+def entmax_bisect_reference(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1, n_iter: int = 200) -> Tensor:
+    """Slow, simple reference: bisection for τ in float64, no custom autograd (tests only).
+
+    Differentiating through it unrolls the bisection (wrong gradients); use only for values.
+    """
+    z = x.to(torch.float64).movedim(dim, -1)
+    a = torch.as_tensor(alpha, dtype=torch.float64)
+    if a.dim():
+        a = a.reshape((1,) * (x.dim() - a.dim()) + tuple(a.shape)).movedim(dim, -1)
+    m = z.amax(-1, keepdim=True)
+    m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
+    xs = (z - m) * (a - 1)
+    d = 1 / (a - 1)
+    n = torch.isfinite(z).sum(-1, keepdim=True).clamp_min(1).to(torch.float64)
+    lo = torch.full_like(m, -1.0)
+    hi = -(n ** (1 - a)).expand_as(m).clone()
+    for _ in range(n_iter):
+        mid = (lo + hi) / 2
+        f = (xs - mid).clamp_min(0).pow(d).sum(-1, keepdim=True) - 1
+        lo = torch.where(f > 0, mid, lo)
+        hi = torch.where(f > 0, hi, mid)
+    p = (xs - (lo + hi) / 2).clamp_min(0).pow(d)
+    p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+    return p.movedim(-1, dim)

@@ -1,0 +1,151 @@
+"""Fenchel–Young losses of the α-entmax family (Blondel, Martins & Niculae 2020).
+
+For scores z, a target distribution y and p = entmax_α(z)::
+
+    L(z; y) = H_α(p) − H_α(y) + (p − y)ᵀz   ≥ 0,     ∂L/∂z = p − y,
+
+with H_α the Tsallis entropy (Shannon at α = 1, where L is the cross-entropy). (Written with
+Ω = −H_α this is the usual Ω(y) + Ω*(z) − yᵀz.) L is zero exactly when p = y, which for a
+one-hot y happens as soon as the target's score beats the others by a margin (α > 1), unlike
+the cross-entropy. Because p maximises pᵀz + H_α(p), the envelope theorem gives the gradient in
+α without differentiating p: ∂L/∂α = ∂_α H_α(p) − ∂_α H_α(y).
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+from ._solver import solve_entmax
+from .entmax import _check_alpha_tensor, _check_alpha_value, _check_scores
+
+__all__ = ["entmax_loss", "sparsemax_loss", "entmax15_loss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _tsallis(p: Tensor, a: Tensor) -> Tensor:
+    """H_α(p) over the last dim; ``a`` is (..., 1). Shannon entropy where α = 1."""
+    logp = torch.where(p > 0, p.log(), 0.0)
+    shannon = -(p * logp).sum(-1, keepdim=True)
+    am1 = a - 1
+    safe = torch.where(am1 > 0, am1, torch.ones_like(am1))
+    pa = torch.where(p > 0, (a * logp).exp(), 0.0)
+    tsallis = (1 - pa.sum(-1, keepdim=True)) / (a * safe)
+    return torch.where(am1 > 0, tsallis, shannon)
+
+
+def _tsallis_dalpha(p: Tensor, a: Tensor) -> Tensor:
+    """∂H_α(p)/∂α with p fixed; at α = 1 the limit −H_1(p) − ½ Σ p log² p."""
+    logp = torch.where(p > 0, p.log(), 0.0)
+    am1 = a - 1
+    safe = torch.where(am1 > 0, am1, torch.ones_like(am1))
+    den = a * safe
+    pa = torch.where(p > 0, (a * logp).exp(), 0.0)
+    num = (p - pa).sum(-1, keepdim=True)
+    general = -(pa * logp).sum(-1, keepdim=True) / den - num * (2 * a - 1) / den**2
+    limit = (p * logp).sum(-1, keepdim=True) - 0.5 * (p * logp * logp).sum(-1, keepdim=True)
+    return torch.where(am1 > 1e-4, general, limit)
+
+
+class _FYLoss(torch.autograd.Function):
+    """z (N, C), y (N, C) target distribution, a (N, 1) → per-row loss (N,)."""
+
+    @staticmethod
+    def forward(z: Tensor, y: Tensor, a: Tensor, alpha_value: float, is_tensor: bool) -> Tensor:
+        p = solve_entmax(z, a if is_tensor else None, alpha_value).to(z.dtype)
+        loss = _tsallis(p, a) - _tsallis(y, a) + ((p - y) * torch.nan_to_num(z, neginf=0.0)).sum(-1, keepdim=True)
+        return loss.squeeze(-1), p
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, y, a, _, _ = inputs
+        ctx.save_for_backward(output[1], y, a)
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx, g: Tensor, _gp):
+        p, y, a = ctx.saved_tensors
+        g = g.unsqueeze(-1)
+        gz = (p - y) * g if ctx.needs_input_grad[0] else None
+        ga = None
+        if ctx.needs_input_grad[2]:
+            ga = (_tsallis_dalpha(p, a) - _tsallis_dalpha(y, a)) * g
+        return gz, None, ga, None, None
+
+
+def entmax_loss(
+    logits: Tensor,
+    target: Tensor,
+    alpha: float | Tensor = 1.5,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    r"""Fenchel–Young loss of α-entmax: ``H_α(p) − H_α(y) + (p − y)ᵀz`` with ``p = entmax_α(z)``.
+
+    Args:
+        logits: scores ``(..., C)``; classes on the **last** dim. ``-inf`` masks a class.
+        target: class indices ``(...)`` (int64); entries equal to ``ignore_index`` add nothing.
+        alpha: number ≥ 1 (1 = cross-entropy) or tensor broadcastable to ``(..., 1)``; may
+            require grad (the loss then gives ∂L/∂α).
+        reduction: ``"mean"`` (over non-ignored targets), ``"sum"`` or ``"none"`` (shape ``(...)``).
+        label_smoothing: ε in [0, 1): y = (1 − ε)·onehot + ε/C.
+
+    The gradient in the logits is exactly ``p − y`` (times the reduction's weight).
+    """
+    _check_scores(logits, "logits")
+    if target.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or target.dtype == torch.bool:
+        raise TypeError(f"target must hold class indices (an integer tensor), got {target.dtype}")
+    if logits.dim() < 1 or target.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} must equal logits shape without its last (class) dim, "
+            f"{tuple(logits.shape[:-1])}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if not (0.0 <= float(label_smoothing) < 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    C = logits.shape[-1]
+    z = logits.reshape(-1, C)
+    t = target.reshape(-1)
+    keep = t != ignore_index
+    bad = keep & ((t < 0) | (t >= C))
+    if bool(bad.any()):
+        raise ValueError(f"target contains class index {int(t[bad][0])} outside [0, {C}) (ignore_index={ignore_index})")
+    cd = torch.float64 if z.dtype == torch.float64 else torch.float32
+    tc = torch.where(keep, t, torch.zeros_like(t))
+    y = torch.zeros(z.shape, dtype=cd, device=z.device).scatter_(1, tc.unsqueeze(1), 1.0)
+    if label_smoothing > 0:
+        y = y * (1 - label_smoothing) + label_smoothing / C
+    if isinstance(alpha, Tensor):
+        _check_alpha_tensor(alpha)
+        a = alpha.to(cd).reshape((1,) * (logits.dim() - alpha.dim()) + tuple(alpha.shape))
+        if a.shape[-1] != 1:
+            raise ValueError(f"alpha of shape {tuple(alpha.shape)} must have size 1 on the class dim")
+        a = a.expand(*logits.shape[:-1], 1).reshape(-1, 1)
+        loss, _ = _FYLoss.apply(z.to(cd), y, a, 0.0, True)
+    else:
+        if isinstance(alpha, bool) or not isinstance(alpha, Real):
+            raise TypeError(f"alpha must be a number or a floating tensor, got {type(alpha).__name__}")
+        av = _check_alpha_value(alpha)
+        a = torch.full((1, 1), av, dtype=cd, device=z.device).expand(z.shape[0], 1)
+        loss, _ = _FYLoss.apply(z.to(cd), y, a, av, False)
+    loss = torch.where(keep, loss, torch.zeros_like(loss))
+    if reduction == "none":
+        return loss.reshape(target.shape).to(logits.dtype)
+    if reduction == "sum":
+        return loss.sum().to(logits.dtype)
+    return (loss.sum() / keep.sum().clamp_min(1)).to(logits.dtype)
+
+
+def sparsemax_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
+    """Sparsemax loss: :func:`entmax_loss` with α = 2 (Martins & Astudillo 2016)."""
+    return entmax_loss(logits, target, alpha=2.0, **kwargs)
+
+
+def entmax15_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
+    """1.5-entmax loss: :func:`entmax_loss` with α = 1.5 (Peters, Niculae & Martins 2019)."""
+    return entmax_loss(logits, target, alpha=1.5, **kwargs)

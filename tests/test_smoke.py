@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+import torch
+
+import adasparse
+
+
+def test_public_api_names():
+    for name in ["entmax", "sparsemax", "entmax15", "entmax_loss", "Entmax", "LearnableAlpha"]:
+        assert hasattr(adasparse, name)
+
+
+def test_cli_version():
+    out = subprocess.run([sys.executable, "-m", "adasparse", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"adasparse {adasparse.__version__}"
+
+
+def test_sparsemax_known_value():
+    p = adasparse.sparsemax(torch.tensor([3.0, 2.5, 1.0]))
+    torch.testing.assert_close(p, torch.tensor([0.75, 0.25, 0.0]))
