@@ -133,11 +133,15 @@ def _check_alpha_tensor(alpha: Tensor) -> None:
     """Value checks on a tensor α, skipped while tracing (vmap/compile) where values are unknown."""
     if not alpha.is_floating_point():
         raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+    if torch.compiler.is_compiling():  # values are symbolic there
+        return
     try:
         bad = alpha.detach()
         if bad.numel() and not bool(((bad >= 1) & torch.isfinite(bad)).all()):
             worst = bad[~((bad >= 1) & torch.isfinite(bad))].flatten()[0].item()
-            raise ValueError(f"alpha must be finite and >= 1 everywhere (1 = softmax, 2 = sparsemax); found {worst!r}")
+            raise ValueError(
+                f"alpha must be finite and >= 1 everywhere (1 = softmax, 2 = sparsemax); found {worst:.6g}"
+            )
     except RuntimeError:  # functorch/dynamo tensors cannot be inspected: the solver still sees them
         pass
 

@@ -1,0 +1,113 @@
+"""Fenchel–Young losses."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from adasparse import entmax, entmax15_loss, entmax_loss, sparsemax, sparsemax_loss
+
+
+def _data(n=6, c=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, c, generator=g, dtype=torch.float64)
+    t = torch.randint(0, c, (n,), generator=g)
+    return z, t
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.2, 1.5, 2.0])
+def test_nonnegative_and_zero_at_margin(alpha):
+    z, t = _data()
+    loss = entmax_loss(z, t, alpha=alpha, reduction="none")
+    assert (loss >= -1e-12).all()
+    if alpha > 1:  # a one-hot target with a large enough margin costs nothing
+        big = torch.full_like(z, -5.0).scatter(1, t.unsqueeze(1), 5.0)
+        assert entmax_loss(big, t, alpha=alpha).abs() < 1e-12
+
+
+def test_alpha_one_is_cross_entropy():
+    z, t = _data()
+    torch.testing.assert_close(entmax_loss(z, t, alpha=1.0), torch.nn.functional.cross_entropy(z, t))
+    torch.testing.assert_close(
+        entmax_loss(z, t, alpha=1.0, label_smoothing=0.1),
+        torch.nn.functional.cross_entropy(z, t, label_smoothing=0.1)
+        - _shannon_of_smoothed(z.shape[1], 0.1),  # FY subtracts H(y): the constant CE keeps
+    )
+
+
+def _shannon_of_smoothed(c, eps):
+    y = torch.full((c,), eps / c, dtype=torch.float64)
+    y[0] += 1 - eps
+    return -(y * y.log()).sum()
+
+
+@pytest.mark.parametrize("alpha", [1.3, 1.5, 2.0])
+def test_gradient_is_p_minus_y(alpha):
+    z, t = _data()
+    z.requires_grad_()
+    entmax_loss(z, t, alpha=alpha, reduction="sum").backward()
+    y = torch.nn.functional.one_hot(t, z.shape[1]).double()
+    torch.testing.assert_close(z.grad, entmax(z.detach(), alpha) - y)
+
+
+def test_named_losses():
+    z, t = _data()
+    torch.testing.assert_close(sparsemax_loss(z, t), entmax_loss(z, t, alpha=2.0))
+    torch.testing.assert_close(entmax15_loss(z, t), entmax_loss(z, t, alpha=1.5))
+    # sparsemax loss closed form: ½‖y‖² − ½‖p‖² + (p − y)ᵀz... with H_2(p) = ½(1 − ‖p‖²)
+    p = sparsemax(z)
+    y = torch.nn.functional.one_hot(t, z.shape[1]).double()
+    ref = 0.5 * (1 - (p * p).sum(-1)) + ((p - y) * z).sum(-1)
+    torch.testing.assert_close(sparsemax_loss(z, t, reduction="none"), ref)
+
+
+def test_ignore_index_and_reductions():
+    z, t = _data(n=8)
+    t[[1, 4]] = -100
+    none = entmax_loss(z, t, reduction="none")
+    assert none[1] == 0 and none[4] == 0
+    keep = t != -100
+    torch.testing.assert_close(entmax_loss(z, t, reduction="sum"), none.sum())
+    torch.testing.assert_close(entmax_loss(z, t, reduction="mean"), none.sum() / keep.sum())
+    torch.testing.assert_close(entmax_loss(z[keep], t[keep]), entmax_loss(z, t))
+    # leading dims: (B, T, C)
+    z3, t3 = z.view(2, 4, -1), t.view(2, 4)
+    torch.testing.assert_close(entmax_loss(z3, t3, reduction="none"), none.view(2, 4))
+
+
+def test_label_smoothing_gradient():
+    z, t = _data()
+    z.requires_grad_()
+    eps = 0.2
+    entmax_loss(z, t, alpha=1.5, label_smoothing=eps, reduction="sum").backward()
+    y = torch.nn.functional.one_hot(t, z.shape[1]).double() * (1 - eps) + eps / z.shape[1]
+    torch.testing.assert_close(z.grad, entmax(z.detach(), 1.5) - y)
+
+
+@pytest.mark.parametrize("a0", [1.05, 1.3, 1.7, 1.95])
+def test_gradcheck_in_logits_and_alpha(a0):
+    z, t = _data(n=4, c=6, seed=3)
+    z.requires_grad_()
+    a = torch.tensor(a0, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda zz, aa: entmax_loss(zz, t, alpha=aa, label_smoothing=0.1), (z, a))
+
+
+def test_per_row_alpha_gradient():
+    z, t = _data(n=5, c=7, seed=4)
+    a = torch.tensor([1.1, 1.3, 1.5, 1.7, 1.9], dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda aa: entmax_loss(z, t, alpha=aa.view(5, 1)), (a,))
+
+
+def test_bad_arguments():
+    z, t = _data()
+    with pytest.raises(TypeError, match="class indices"):
+        entmax_loss(z, t.double())
+    with pytest.raises(ValueError, match="target shape"):
+        entmax_loss(z, t[:3])
+    with pytest.raises(ValueError, match="reduction"):
+        entmax_loss(z, t, reduction="avg")
+    with pytest.raises(ValueError, match="outside"):
+        entmax_loss(z, torch.full_like(t, 99))
+    with pytest.raises(ValueError, match="alpha"):
+        entmax_loss(z, t, alpha=0.5)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        entmax_loss(z, t, label_smoothing=1.0)
