@@ -182,7 +182,8 @@ def adasparse_attention_forward(
         scaling = d**-0.5
 
     compute_dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    scores = torch.matmul(query, key.transpose(-1, -2)).to(compute_dtype) * scaling  # (B, H, Q, K)
+    # scaled in the input dtype like the eager kernels, then normalised in float32 for half precision
+    scores = (torch.matmul(query, key.transpose(-1, -2)) * scaling).to(compute_dtype)  # (B, H, Q, K)
     softcap = kwargs.get("softcap")
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
@@ -314,9 +315,8 @@ def sparsify(
             "AttentionInterface; sparsify supports models that accept attn_implementation=..."
         )
     heads = {n: _num_heads(n, m) for n, m in mods}
-    # validate the learned-α arguments once, before touching the model
-    probe = LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max) if setting == "learned" else None
-    del probe
+    if setting == "learned":  # validates init and the clamp range before the model is touched
+        LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max)
 
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(name)

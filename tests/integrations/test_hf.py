@@ -138,6 +138,31 @@ def test_alpha_one_equals_eager(kind):
     assert (out15 - ref).abs().max().item() > 1e-3
 
 
+def test_alpha_one_equals_eager_bfloat16():
+    """Half precision: scores are scaled in bf16 like eager, normalised in float32, cast back."""
+    model = build("llama").to(torch.bfloat16)
+    inputs = model_inputs("llama")
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    hf.sparsify(model, alpha=1.0)
+    with torch.no_grad():
+        out = model(**inputs).logits
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, atol=0.02 * ref.abs().max().item(), rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_learned_alpha_follows_the_model_device():
+    model = build("llama").to("cuda")
+    hf.sparsify(model, alpha="learned")
+    assert all(v.device.type == "cuda" for v in hf.alphas(model).values())
+    ids, mask = padded_batch()
+    loss = model(input_ids=ids.cuda(), attention_mask=mask.cuda(), labels=ids.cuda()).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "adasparse_alpha" in n)
+
+
 def test_sdpa_padding_mask_reaches_the_kernel():
     """Registering only the attention function would give attention_mask=None; the mask function is registered."""
     from transformers.masking_utils import AttentionMaskInterface
@@ -369,6 +394,21 @@ def test_reload_fixed_alpha(tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = hf.from_pretrained(transformers.AutoModel, tmp_path)
     assert all(torch.equal(v, torch.full((4,), 1.5)) for v in hf.alphas(reloaded).values())
+
+
+def test_attn_implementation_name_at_load_time(tmp_path):
+    """After register(), transformers' own loader accepts attn_implementation="adasparse" (default α = 1.5)."""
+    build("bert").save_pretrained(tmp_path)
+    hf.register()
+    model = transformers.AutoModel.from_pretrained(tmp_path, attn_implementation="adasparse").eval()
+    assert model.config._attn_implementation == "adasparse"
+    ids, mask = padded_batch()
+    with torch.no_grad(), hf.capture_attention(model) as records:
+        out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert len(records) == 2 and all(r.allowed is not None for r in records)
+    sparsified = hf.sparsify(transformers.AutoModel.from_pretrained(tmp_path).eval(), alpha=hf.DEFAULT_ALPHA)
+    with torch.no_grad():
+        torch.testing.assert_close(out, sparsified(input_ids=ids, attention_mask=mask).last_hidden_state)
 
 
 def test_from_pretrained_rejects_unsparsified(tmp_path):
