@@ -195,7 +195,7 @@ def test_padded_keys_get_zero_weight(kind, alpha):
         p = r.probs  # (B, H, Q, K)
         assert torch.isfinite(p).all()
         if p.shape[-1] == src_pad.shape[-1] and not r.name.startswith("decoder"):
-            # encoder self-attention, encoder–decoder attention, decoder-only self-attention: keys = source tokens
+            # encoder self-attention and decoder-only self-attention: keys = the (padded) input tokens
             assert (p.permute(0, 2, 1, 3)[src_pad[:, None, None, :].expand(-1, p.shape[2], p.shape[1], -1)] == 0).all()
             checked += 1
         if kind == "t5" and ".EncDecAttention" in r.name:
