@@ -6,11 +6,11 @@
 
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,hf
+comma  := ,
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(subst =,_,$(subst >,_,$(subst <,_,$(TORCH))))-$(subst $(comma),_,$(EXTRAS))
-comma  := ,
 
 .PHONY: demo test lint format bench setup clean
 
