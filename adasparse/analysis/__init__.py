@@ -30,8 +30,13 @@ from .stats import (
     top_heads,
 )
 
+_REPORT_NAMES = ("Report", "summary_text", "write_report")  # imported lazily: they pull in matplotlib
+
 __all__ = [
     "ATTENTION_TYPES",
+    "Report",
+    "summary_text",
+    "write_report",
     "AlphaTrajectory",
     "AnalysisResult",
     "AttentionBatch",
@@ -49,3 +54,11 @@ __all__ = [
     "read_alpha_log",
     "top_heads",
 ]
+
+
+def __getattr__(name: str):
+    if name in _REPORT_NAMES:
+        from . import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -122,7 +122,12 @@ def add_analyze_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """A standalone parser for ``python -m adasparse.analysis.cli``."""
-    return _configure(argparse.ArgumentParser(prog="adasparse analyze", description=__doc__.split("\n\n")[0]))
+    return _configure(
+        argparse.ArgumentParser(
+            prog="adasparse analyze",
+            description="Attention statistics, figures and a self-contained HTML report for one or several checkpoints.",
+        )
+    )
 
 
 def run_analyze(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 ``report.html`` embeds every figure as a base64 PNG and its style inline; it references no file and no network
 resource, so it opens from disk. ``metrics.json`` holds every number the page shows (and the arrays behind the
-figures): ``{"title", "models": [AnalysisResult.to_dict() ...], "figures": [{"id", "file", "title"}]}``.
-NaN (a score with no eligible token) is written as ``null``.
+figures): ``{"title", "models": [AnalysisResult.to_dict() ...], "figures": [{"id", "file", "title"}]}``, compact
+UTF-8 JSON. NaN (a score with no eligible token) is written as ``null``; attention-map weights carry 7 significant
+digits, all other numbers full precision.
 """
 
 from __future__ import annotations
@@ -314,7 +315,7 @@ def write_report(
         "figures": [{"id": e.id, "file": e.file, "title": e.title} for e in entries],
     }
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=1, allow_nan=False), encoding="utf-8")
+    metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, allow_nan=False), encoding="utf-8")
 
     models = ", ".join(f"{_esc(r.name)} ({r.num_sentences} sentences)" for r in results)
     nav = "".join(f"<a href='#{a}'>{_esc(h)}</a>" for a, h, _ in sections)

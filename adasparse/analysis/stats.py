@@ -487,14 +487,19 @@ class AttentionMap:
         return self.tgt_tokens, self.tgt_tokens
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON form; weights are written with 7 significant digits (float32 precision; exact zeros stay 0)."""
+        attention = {t: [_round_sig(w) for w in layers] for t, layers in self.attention.items()}
         return _jsonable(
-            {
-                "index": self.index,
-                "src_tokens": self.src_tokens,
-                "tgt_tokens": self.tgt_tokens,
-                "attention": self.attention,
-            }
+            {"index": self.index, "src_tokens": self.src_tokens, "tgt_tokens": self.tgt_tokens, "attention": attention}
         )
+
+
+def _round_sig(x: np.ndarray, digits: int = 7) -> np.ndarray:
+    """Round to ``digits`` significant digits (keeps exact zeros and tiny non-zero weights apart)."""
+    x = np.asarray(x, dtype=np.float64)
+    mag = np.floor(np.log10(np.abs(np.where(x != 0, x, 1.0))))
+    scale = 10.0 ** (digits - 1 - mag)
+    return np.round(x * scale) / scale
 
 
 @dataclass

@@ -70,7 +70,9 @@ def test_metrics_agree_with_figure_data(report):
         for mp in m["attention_maps"]:
             for t in mp["attention"]:
                 w = figs[f"attention_m{k}_s{mp['index']}_{t}_l1"]["weights"]
-                np.testing.assert_array_equal(w, np.array(mp["attention"][t][1]))
+                stored = np.array(mp["attention"][t][1])
+                np.testing.assert_allclose(w, stored, rtol=1e-6, atol=0)
+                np.testing.assert_array_equal(w == 0, stored == 0)  # exact zeros stay exact, tiny weights non-zero
     traj = _model(metrics, "learned α")["alpha_trajectory"]
     np.testing.assert_allclose(figs["alpha_trajectories_m2"]["steps"], traj["steps"])
     np.testing.assert_allclose(figs["alpha_trajectories_m2"]["enc_self"], traj["alpha"]["enc_self"])
@@ -172,3 +174,30 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     non_white = (img < 0.9).any(-1).mean()
     assert non_white > 0.02, f"screenshot is nearly blank ({non_white:.2%} non-white pixels)"
     assert img.std() > 0.05
+
+
+def test_decoder_only_model_report(tmp_path):
+    import torch
+
+    from adasparse import entmax
+    from adasparse.analysis import AttentionBatch, analyze_attention
+    from adasparse.analysis import write_report as lazy_write_report
+
+    T, H = 5, 2
+    mask = torch.arange(T)[None] < torch.tensor([[3], [5]])  # (B, T)
+    z = torch.randn(2, H, T, T, generator=torch.Generator().manual_seed(0))
+    z = z.masked_fill(~(mask[:, None, None] & torch.ones(T, T, dtype=torch.bool).tril()), float("-inf"))
+    p = entmax(z, 1.5, -1)
+    tokens = [["x", "y", "?", "", ""], list("abcde")]
+    r = analyze_attention(
+        [AttentionBatch({"self": [p]}, tgt_mask=mask, tgt_tokens=tokens, tgt_word_ids=[[0, 0, 1], [0, 1, 1, 2, 2]])],
+        alpha={"self": 1.5},
+        keep_sentences=[0],
+    )
+    ts = r.types["self"]
+    assert ts.next is None and ts.interrogation is None and ts.merge is not None
+    rep = lazy_write_report(r, tmp_path)
+    metrics = json.loads(rep.metrics_path.read_text())
+    assert list(metrics["models"][0]["types"]) == ["self"]
+    assert metrics["models"][0]["attention_maps"][0]["tgt_tokens"] == ["x", "y", "?"]
+    assert "attention_m0_s0_self_l0" in {f["id"] for f in metrics["figures"]}
