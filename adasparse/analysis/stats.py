@@ -115,7 +115,11 @@ def _seq_mask(mask: Tensor | None, batch: int, length: int, name: str, device: t
 
 
 def attendable_masks(
-    attn_type: str, shape: Sequence[int], src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    attn_type: str,
+    shape: Sequence[int],
+    src_mask: Tensor | None = None,
+    tgt_mask: Tensor | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Which queries count and which keys each may attend to.
 
@@ -123,6 +127,7 @@ def attendable_masks(
         attn_type: one of :data:`ATTENTION_TYPES`.
         shape: the attention's shape ``(B, H, Q, K)``.
         src_mask, tgt_mask: ``(B, S)`` / ``(B, T)`` booleans, True = real token; ``None`` = no padding.
+        device: where the masks are built (default: the masks' device, else CPU).
 
     Returns:
         ``(query_mask, key_mask)``: ``(B, Q)`` real queries that have at least one attendable key, and
@@ -130,8 +135,9 @@ def attendable_masks(
     """
     _check_type(attn_type)
     B, _, Q, K = shape
-    device = src_mask.device if src_mask is not None else (tgt_mask.device if tgt_mask is not None else None)
-    device = device or torch.device("cpu")
+    if device is None:
+        given = src_mask if src_mask is not None else tgt_mask
+        device = given.device if given is not None else torch.device("cpu")
     if attn_type == "enc_self":
         if Q != K:
             raise ValueError(f"enc_self attention must be square, got Q={Q}, K={K}")
@@ -176,7 +182,7 @@ def _density_sums(p: Tensor, query_mask: Tensor, key_mask: Tensor) -> tuple[Tens
 def head_density(p: Tensor, attn_type: str, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
     """Density per head ``(H,)``: mean over real queries of the fraction of attendable keys with weight > 0."""
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     ratio, _, nq, _ = _density_sums(p, qm, km)
     return ratio.sum(0) / nq.sum().clamp_min(1)
 
@@ -186,7 +192,7 @@ def head_density_pooled(
 ) -> Tensor:
     """Density per head ``(H,)`` as total non-zeros / total attendable (query, key) pairs (src², src×tgt, T(T+1)/2)."""
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     _, nnz, _, pairs = _density_sums(p, qm, km)
     return nnz.sum(0) / pairs.sum().clamp_min(1)
 
@@ -219,7 +225,7 @@ def _js_sums(p: Tensor, query_mask: Tensor, key_mask: Tensor) -> tuple[Tensor, T
 def layer_js(p: Tensor, attn_type: str, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None) -> float:
     """JS head diversity of one layer: :func:`js_divergence` averaged over real queries."""
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     s, n = _js_sums(p, qm, km)
     return float(s.sum() / n.sum()) if n.sum() > 0 else float("nan")
 
@@ -241,7 +247,7 @@ def prev_next_confidence(
     if attn_type not in SELF_TYPES:
         raise ValueError(f"previous/next-token confidence needs a self-attention type, got {attn_type!r}")
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     s, n = _diag_sums(p, qm, km, -1)
     prev = s / n if n > 0 else torch.full_like(s, float("nan"))
     if attn_type in CAUSAL_TYPES:
@@ -292,7 +298,7 @@ def merge_score(
     if attn_type not in SELF_TYPES:
         raise ValueError(f"the merging score needs a self-attention type, got {attn_type!r}")
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     w = _word_ids_tensor(word_ids, p.shape[0], p.shape[-1], p.device)
     s, n = _merge_sums(p, qm, km, w)
     return s / n if n > 0 else torch.full_like(s, float("nan"))
@@ -348,7 +354,7 @@ def interrogation_score(
     if attn_type not in ("enc_self", "context"):
         raise ValueError(f"the interrogation score needs source keys (enc_self or context), got {attn_type!r}")
     p = _prob(p)
-    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask)
+    qm, km = attendable_masks(attn_type, p.shape, src_mask, tgt_mask, p.device)
     smask = _seq_mask(src_mask, p.shape[0], p.shape[-1], "src_mask", p.device)
     s, n, _ = _interrogation_sums(p, qm, km, _question_positions(src_tokens, smask, special_tokens))
     return s / n if n > 0 else torch.full_like(s, float("nan"))
@@ -658,8 +664,7 @@ class AttentionStats:
 
     def _update_type(self, t: str, acc: _TypeAcc, layers: list[Tensor], batch: AttentionBatch) -> None:
         p0 = layers[0]
-        qm, km = attendable_masks(t, p0.shape, batch.src_mask, batch.tgt_mask)
-        qm, km = qm.to(p0.device), km.to(p0.device)
+        qm, km = attendable_masks(t, p0.shape, batch.src_mask, batch.tgt_mask, p0.device)
         key_len = km.any(1).sum(-1)  # (B,) keys that some real query may attend to = the real key tokens
         word_ids = batch.src_word_ids if t == "enc_self" else batch.tgt_word_ids if t in SELF_TYPES else None
         w = None
