@@ -2,7 +2,8 @@
 
 Three kinds, one interface (:class:`Tokenizer`):
 
-* ``"sentencepiece"``: SentencePiece BPE or unigram sub-words, lossless detokenization;
+* ``"sentencepiece"``: SentencePiece BPE or unigram sub-words; detokenization is lossless up to SentencePiece's
+  normalisation (NFKC, runs of spaces collapsed, outer spaces removed) for characters seen in training;
 * ``"whitespace"``: every whitespace-separated symbol is a token (grapheme-to-phoneme: ``"p h o n e"`` →
   ``p``, ``h``, ...; ``"F OW N"`` → ``F``, ``OW``, ``N``); decoding joins symbols with one space;
 * ``"char"``: every character is a token, a space is written ``▁``; decoding restores the spaces.
