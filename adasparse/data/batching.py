@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "collate", "TokenBatcher"]
+__all__ = ["Batch", "collate", "TokenBatcher", "encode_pairs", "encode_sources", "inference_batches"]
 
 
 @dataclass
@@ -74,6 +74,64 @@ class Batch:
             move(self.tgt_mask),
             self.indices,
         )
+
+
+def encode_sources(tokenizer, lines: Sequence[str], max_len: int | None = None) -> list[list[int]]:
+    """Source ids as the encoder sees them: the pieces then ``eos`` (no ``bos``, as in fairseq), truncated to
+    ``max_len`` ids (eos kept) when given."""
+    out = []
+    for line in lines:
+        ids = tokenizer.encode(line, add_bos=False, add_eos=True)
+        if max_len is not None and len(ids) > max_len:
+            ids = ids[: max_len - 1] + [ids[-1]]
+        out.append(ids)
+    return out
+
+
+def encode_pairs(
+    tokenizers, src_lines: Sequence[str], tgt_lines: Sequence[str], max_len: int | None = None
+) -> tuple[list[list[int]], list[list[int]], int]:
+    """Tokenize a parallel corpus for training: sources as in :func:`encode_sources`, targets ``bos ... eos``.
+
+    ``tokenizers`` is a :class:`~adasparse.data.tokenizer.TokenizerPair`. Pairs where either side has more than
+    ``max_len`` ids are dropped (sub-word lengths, unlike the word limit of the corpus reader). Returns the source
+    ids, the target ids and the number of dropped pairs.
+    """
+    if len(src_lines) != len(tgt_lines):
+        raise ValueError(f"encode_pairs: {len(src_lines)} sources vs {len(tgt_lines)} targets")
+    src_out, tgt_out, dropped = [], [], 0
+    for s, t in zip(src_lines, tgt_lines):
+        si = tokenizers.src.encode(s, add_bos=False, add_eos=True)
+        ti = tokenizers.tgt.encode(t, add_bos=True, add_eos=True)
+        if max_len is not None and (len(si) > max_len or len(ti) > max_len):
+            dropped += 1
+            continue
+        src_out.append(si)
+        tgt_out.append(ti)
+    return src_out, tgt_out, dropped
+
+
+def inference_batches(
+    src: Sequence[Sequence[int]], max_tokens: int, pad_id: int = 0, max_sentences: int | None = None
+) -> Iterator[tuple[list[int], Tensor, Tensor]]:
+    """Source-only batches for decoding: ``(indices, src (B, S), src_mask (B, S))``, longest sentences first.
+
+    Sorting by length keeps padding low; put the outputs back in order with ``indices``. A sentence longer than
+    ``max_tokens`` gets a batch of its own.
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+    order = sorted(range(len(src)), key=lambda i: -len(src[i]))
+    cur: list[int] = []
+    for i in order:
+        width = len(src[cur[0]]) if cur else len(src[i])  # the first is the longest
+        full = max_sentences is not None and len(cur) >= max_sentences
+        if cur and (full or (len(cur) + 1) * width > max_tokens):
+            yield (cur, *_pad([src[j] for j in cur], pad_id))
+            cur = []
+        cur.append(i)
+    if cur:
+        yield (cur, *_pad([src[j] for j in cur], pad_id))
 
 
 def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ The files are written as a plain parallel corpus (``train.graphemes``/``train.ph
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from importlib import metadata, resources
@@ -38,6 +39,8 @@ __all__ = [
     "g2p_pairs",
     "split_pairs",
     "write_g2p_corpus",
+    "default_data_dir",
+    "prepare_g2p_corpus",
 ]
 
 SRC_LANG = "graphemes"
@@ -175,3 +178,20 @@ def write_g2p_corpus(directory: str | Path, config: G2PSplitConfig = G2PSplitCon
     atomic_write_text(directory / "LICENSE.cmudict", license_text())
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")  # last: marks the folder complete
     return directory
+
+
+def default_data_dir() -> Path:
+    """Where the default data set is written: ``$ADASPARSE_DATA_DIR/cmudict-g2p`` if that variable is set, else
+    ``$XDG_CACHE_HOME/adasparse/cmudict-g2p`` (``~/.cache/adasparse/cmudict-g2p``)."""
+    root = os.environ.get("ADASPARSE_DATA_DIR")
+    if root:
+        return Path(root) / "cmudict-g2p"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "adasparse" / "cmudict-g2p"
+
+
+def prepare_g2p_corpus(directory: str | Path | None = None, config: G2PSplitConfig = G2PSplitConfig()):
+    """Write (or reuse) the G2P corpus and return its :class:`~adasparse.data.corpus.CorpusFiles`."""
+    from .corpus import find_corpus
+
+    return find_corpus(write_g2p_corpus(directory or default_data_dir(), config))

@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from adasparse.data.batching import TokenBatcher, collate
+from adasparse.data.batching import TokenBatcher, collate, encode_pairs, encode_sources, inference_batches
 
 
 def _data(n=300, seed=0):
@@ -115,3 +115,32 @@ def test_errors():
         TokenBatcher([[5]], [[1, 2]], max_tokens=4, rank=2, world_size=2)
     with pytest.raises(ValueError, match="at least bos and eos"):
         collate([[5]], [[1]])
+
+
+class _Tok:
+    """Ids = symbol codes; enough of the tokenizer interface for encode_pairs."""
+
+    def encode(self, text, add_bos=True, add_eos=True):
+        return [1] * add_bos + [4 + ord(c) - ord("a") for c in text.split()] + [2] * add_eos
+
+
+class _Pair:
+    src = tgt = _Tok()
+
+
+def test_encode_pairs_and_sources():
+    src, tgt, dropped = encode_pairs(_Pair(), ["a b", "a b c d e"], ["c", "d"], max_len=4)
+    assert (src, tgt, dropped) == ([[4, 5, 2]], [[1, 6, 2]], 1)
+    assert encode_sources(_Tok(), ["a b c d e", "a"], max_len=3) == [[4, 5, 2], [4, 2]]
+
+
+def test_inference_batches_cover_all_within_budget():
+    src, _ = _data(n=97)
+    seen = []
+    for indices, s, mask in inference_batches(src, max_tokens=64, max_sentences=10):
+        assert s.shape == mask.shape and s.shape[0] == len(indices) <= 10
+        assert s.numel() <= 64 or len(indices) == 1
+        assert mask.sum(1).tolist() == [len(src[i]) for i in indices]
+        seen += indices
+    assert sorted(seen) == list(range(97))
+    assert [len(src[i]) for i in seen] == sorted((len(x) for x in src), reverse=True)

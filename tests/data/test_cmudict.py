@@ -65,3 +65,10 @@ def test_written_corpus_reads_like_any_corpus(tmp_path):
     assert (out / "train.phonemes").stat().st_mtime_ns == mtime
     cmu.write_g2p_corpus(out, cmu.G2PSplitConfig(max_train=40, max_valid=10, max_test=10))
     assert len(find_corpus(out).load("train")) == 40
+
+
+def test_prepare_uses_the_data_dir_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADASPARSE_DATA_DIR", str(tmp_path))
+    assert cmu.default_data_dir() == tmp_path / "cmudict-g2p"
+    files = cmu.prepare_g2p_corpus(config=cmu.G2PSplitConfig(max_train=5, max_valid=5, max_test=5))
+    assert files.directory == tmp_path / "cmudict-g2p" and len(files.load("valid")) == 5

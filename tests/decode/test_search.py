@@ -140,7 +140,7 @@ def test_wide_beam_is_exhaustive():
 
 
 class TableModel:
-    """Step 1: P(A)=0.5, P(B)=0.4. After A: eos 0.34, C 0.33, D 0.33. After B: eos 0.9. Greedy picks A, eos
+    """Step 1: P(A)=0.5, P(B)=0.4, P(C)=0.1. After A: eos 0.34, C 0.33, D 0.33. After B: eos 0.9, C 0.1. Greedy: A, eos
     (p = 0.17); the better sequence is B, eos (p = 0.36)."""
 
     A, B, C, D = 3, 4, 5, 6
@@ -154,11 +154,11 @@ class TableModel:
         probs = torch.full((prefix.shape[0], 7), 1e-4)
         for r, seq in enumerate(prefix.tolist()):
             if len(seq) == 1:
-                probs[r, self.A], probs[r, self.B] = 0.5, 0.4
+                probs[r, self.A], probs[r, self.B], probs[r, self.C] = 0.5, 0.4, 0.1
             elif seq[1] == self.A:
                 probs[r, EOS], probs[r, self.C], probs[r, self.D] = 0.34, 0.33, 0.33
             else:
-                probs[r, EOS] = 0.9
+                probs[r, EOS], probs[r, self.C] = 0.9, 0.1
         return (probs / probs.sum(-1, keepdim=True)).log(), prefix
 
 
