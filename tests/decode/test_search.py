@@ -199,3 +199,16 @@ def test_reorder_nested_and_errors():
         greedy_search(
             object(), torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), pad_id=0, bos_id=1
         )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_search_on_cuda_matches_cpu():
+    model = GRUModel(eos_bias=1.0)
+    src, mask = _batch(n=6)
+    config = SearchConfig(beam_size=3, max_len_ratio=1.0, max_len_offset=3)
+    cpu = beam_search(model, src, mask, config)
+    gpu_model = GRUModel(eos_bias=1.0).cuda()
+    gpu = beam_search(gpu_model, src.cuda(), mask.cuda(), config)
+    assert gpu.tokens == cpu.tokens
+    g = greedy_search(gpu_model, src.cuda(), mask.cuda(), config)
+    assert g.tokens == greedy_search(model, src, mask, config).tokens
