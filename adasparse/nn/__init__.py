@@ -1,5 +1,18 @@
-"""Modules: the α-entmax mappings as layers, the learnable α, and (later) attention."""
+"""Modules: the α-entmax mappings as layers, the learnable α, and α-entmax attention."""
 
 from .activations import Entmax, Entmax15, LearnableAlpha, Sparsemax
+from .attention import AttentionStats, available_attention_backends, entmax_attention, register_attention_backend
+from .multihead import KVCache, MultiheadAttention
 
-__all__ = ["Entmax", "Entmax15", "Sparsemax", "LearnableAlpha"]
+__all__ = [
+    "Entmax",
+    "Entmax15",
+    "Sparsemax",
+    "LearnableAlpha",
+    "entmax_attention",
+    "AttentionStats",
+    "register_attention_backend",
+    "available_attention_backends",
+    "MultiheadAttention",
+    "KVCache",
+]
