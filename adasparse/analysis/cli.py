@@ -2,12 +2,8 @@
 
 ``adasparse analyze CHECKPOINT [CHECKPOINT ...] --data SRC TGT [--max-sentences N] [--sentence I ...] --out DIR``
 
-Status: the argument parsing, data reading, statistics and report are implemented here; turning a checkpoint into
-teacher-forced attention batches (:func:`load_checkpoint_for_analysis`) is not, because the models and the
-checkpoint format do not exist yet: it raises ``NotImplementedError``. To wire the command into the top-level CLI::
-
-    from .analysis.cli import add_analyze_parser
-    add_analyze_parser(sub)          # sub = the subparsers of adasparse.cli.build_parser()
+Each checkpoint is loaded (:func:`load_checkpoint_for_analysis`), run teacher-forced over the given pairs, and
+its attention statistics go into one report (side by side when several checkpoints are given).
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ __all__ = [
     "load_checkpoint_for_analysis",
     "read_parallel",
     "run_analyze",
+    "analyze_checkpoints",
     "main",
 ]
 
@@ -57,15 +54,54 @@ def load_checkpoint_for_analysis(
 ) -> AnalysisSource:
     """Load a checkpoint and run teacher-forced passes over ``(src_lines, tgt_lines)``, collecting attention.
 
-    Not implemented yet: it needs the models (``adasparse.models``) and the checkpoint format (training toolkit).
-    It must return an :class:`AnalysisSource` whose batches carry, per attention type, the list over layers of
-    ``(B, H, Q, K)`` probabilities, the padding masks, the token strings and the tokenizer's word indices.
+    The batches carry, per attention type, the list over layers of ``(B, H, Q, K)`` probabilities, the padding
+    masks, the token strings (encoder input: pieces + ``</s>``; decoder input: ``<s>`` + pieces) and the
+    tokenizer's word indices. α comes from the model; the α trajectories from the run's ``log.jsonl``.
     """
-    raise NotImplementedError(
-        f"adasparse analyze: loading checkpoint {str(checkpoint)!r} is not wired yet: "
-        "adasparse.analysis.cli.load_checkpoint_for_analysis needs the models and the checkpoint format. "
-        "Use the Python API meanwhile: adasparse.analysis.analyze_attention(batches, ...) and write_report(...)."
-    )
+    import torch
+
+    from ..data.batching import collate, encode_pairs
+    from ..train.trainer import load_model
+
+    model, toks, ckpt = load_model(checkpoint)
+    src_ids, tgt_ids, dropped = encode_pairs(toks, src_lines, tgt_lines, max_len=model.config.max_len)
+    if dropped:
+        raise ValueError(f"{dropped} analysis sentences are longer than the model's max_len={model.config.max_len}")
+    norms = model.config.normalizers
+    alpha = {t: (model.alphas()[t] if norms[t] == "learned" else _fixed_alpha(norms[t])) for t in norms}
+    run_dir = ckpt.path.parent.parent  # <run>/checkpoints/step_N
+    log = run_dir / "log.jsonl"
+    name = _model_name(norms)
+
+    def batches():
+        for start in range(0, len(src_ids), batch_size):
+            s, t = src_ids[start : start + batch_size], tgt_ids[start : start + batch_size]
+            b = collate(s, t, pad_id=model.config.pad_id)
+            with torch.no_grad():
+                maps = model.attention_maps(b.src, b.tgt_in, b.src_mask, b.tgt_mask)
+            lines = range(start, start + len(s))
+            yield AttentionBatch(
+                attention=maps,
+                src_mask=b.src_mask,
+                tgt_mask=b.tgt_mask,
+                src_tokens=[toks.src.tokenize(src_lines[i]) + ["</s>"] for i in lines],
+                tgt_tokens=[["<s>"] + toks.tgt.tokenize(tgt_lines[i]) for i in lines],
+                src_word_ids=[toks.src.word_ids(src_lines[i], add_bos=False, add_eos=True) for i in lines],
+                tgt_word_ids=[toks.tgt.word_ids(tgt_lines[i], add_bos=True, add_eos=False) for i in lines],
+            )
+
+    return AnalysisSource(name=name, batches=batches(), alpha=alpha, alpha_log=log if log.is_file() else None)
+
+
+def _fixed_alpha(normalizer: str | float) -> float:
+    return {"softmax": 1.0, "sparsemax": 2.0, "entmax15": 1.5}.get(normalizer, normalizer)  # type: ignore[arg-type]
+
+
+def _model_name(norms: Mapping[str, Any]) -> str:
+    """ "learned α", "softmax", "1.5-entmax"... (or the three normalizers when they differ)."""
+    pretty = {"learned": "learned α", "softmax": "softmax", "entmax15": "1.5-entmax", "sparsemax": "sparsemax"}
+    names = {pretty.get(v, f"{v}-entmax") if isinstance(v, str) else f"{v:g}-entmax" for v in norms.values()}
+    return names.pop() if len(names) == 1 else "/".join(str(v) for v in norms.values())
 
 
 def read_parallel(src: str | Path, tgt: str | Path, max_sentences: int | None = None) -> tuple[list[str], list[str]]:
@@ -130,20 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def run_analyze(args: argparse.Namespace) -> int:
-    """Run the analysis for parsed arguments; prints the summary and the report's path."""
+def analyze_checkpoints(
+    checkpoints: Sequence[str | Path],
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    out_dir: str | Path,
+    *,
+    sentences: Sequence[int] | None = None,
+    map_layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+):
+    """Analyse one or several checkpoints on the same pairs and write one report; returns the report object
+    (``.html_path``, ``.summary``)."""
     from .report import write_report  # matplotlib only when needed
 
-    if args.max_sentences is not None:
-        bad = [i for i in (args.sentence or []) if i >= args.max_sentences]
-        if bad:
-            raise SystemExit(f"adasparse analyze: --sentence {bad} beyond --max-sentences {args.max_sentences}")
-    src_lines, tgt_lines = read_parallel(args.data[0], args.data[1], args.max_sentences)
-    keep = args.sentence if args.sentence is not None else [i for i in DEFAULT_MAP_SENTENCES if i < len(src_lines)]
+    keep = sentences if sentences is not None else [i for i in DEFAULT_MAP_SENTENCES if i < len(src_lines)]
     results = []
     seen: set[str] = set()
-    for ckpt in args.checkpoints:
-        source = load_checkpoint_for_analysis(ckpt, src_lines, tgt_lines, batch_size=args.batch_size)
+    for ckpt in checkpoints:
+        source = load_checkpoint_for_analysis(ckpt, src_lines, tgt_lines, batch_size=batch_size)
         name = source.name
         k = 2
         while name in seen:  # distinct names for the side-by-side report
@@ -154,7 +195,25 @@ def run_analyze(args: argparse.Namespace) -> int:
                 source.batches, name=name, alpha=source.alpha, alpha_log=source.alpha_log, keep_sentences=keep
             )
         )
-    report = write_report(results, args.out, map_layers=args.map_layers)
+    return write_report(results, out_dir, map_layers=map_layers)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Run the analysis for parsed arguments; prints the summary and the report's path."""
+    if args.max_sentences is not None:
+        bad = [i for i in (args.sentence or []) if i >= args.max_sentences]
+        if bad:
+            raise SystemExit(f"adasparse analyze: --sentence {bad} beyond --max-sentences {args.max_sentences}")
+    src_lines, tgt_lines = read_parallel(args.data[0], args.data[1], args.max_sentences)
+    report = analyze_checkpoints(
+        args.checkpoints,
+        src_lines,
+        tgt_lines,
+        args.out,
+        sentences=args.sentence,
+        map_layers=args.map_layers,
+        batch_size=args.batch_size,
+    )
     print(report.summary)
     print(f"report: {report.html_path}")
     return 0

@@ -175,6 +175,10 @@ class CorpusFiles:
     def test_names(self) -> list[str]:
         return sorted(name for name in self.splits if name.startswith("test"))
 
+    def has(self, split: str) -> bool:
+        """Whether :meth:`get` finds ``split``."""
+        return split in self.splits or (split == "test" and len(self.test_names) == 1)
+
     def get(self, split: str) -> tuple[Path, Path]:
         """The files of ``split``; ``"test"`` falls back to the only test set when there is exactly one."""
         if split in self.splits:

@@ -30,10 +30,10 @@ def test_parser_arguments(tmp_path):
         cli.build_parser().parse_args(["a.ckpt", "--out", "o"])  # --data is required
 
 
-def test_loader_not_wired_yet(tmp_path):
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
     src, tgt = _data(tmp_path)
-    with pytest.raises(NotImplementedError, match="not wired yet"):
-        cli.main(["x.ckpt", "--data", str(src), str(tgt), "--out", str(tmp_path / "out")])
+    with pytest.raises(FileNotFoundError, match="x.ckpt"):
+        cli.main([str(tmp_path / "x.ckpt"), "--data", str(src), str(tgt), "--out", str(tmp_path / "out")])
 
 
 def test_pipeline_with_a_stand_in_loader(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,177 @@
+"""Training configuration: a frozen dataclass, read from YAML/JSON, overridden from the command line.
+
+A run is reproducible from its saved ``train_config.json`` (written into every checkpoint).
+Override syntax on the command line: ``--set key=value`` (repeatable), values parsed as YAML
+scalars (``--set lr=5e-4 --set attention=entmax15 --set max_steps=2000``); the model's own fields
+go through ``model.<field>=value`` (e.g. ``--set model.d_model=128``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrainConfig", "load_train_config", "parse_overrides"]
+
+_DEVICES = ("auto", "cpu", "cuda")
+_AMP = ("auto", "none", "bf16", "fp16")
+_TOKENIZERS = ("bpe", "unigram", "char", "whitespace")
+_METRICS = ("bleu", "chrf", "loss", "wer", "per")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs besides the data files' contents.
+
+    Data: ``data_dir`` (folder with ``train``/``valid``/``test`` prefixes and language suffixes) or
+    explicit ``train_src``/``train_tgt`` (+ ``valid_src``/``valid_tgt``). ``tokenizer`` is
+    ``"bpe"``/``"unigram"`` (SentencePiece, ``vocab_size`` pieces, ``joint_vocab``), ``"char"`` or
+    ``"whitespace"`` (space-separated symbols, e.g. graphemes/phonemes).
+
+    Model: ``preset`` (``tiny``/``small``/``base``), ``attention`` for all three attention types
+    (``softmax``/``sparsemax``/``entmax15``/``learned``/α), and ``model`` overrides of any
+    :class:`adasparse.models.Seq2SeqConfig` field.
+
+    Optimisation (the paper's OpenNMT-py set-up): AdamW with β = (0.9, 0.98), inverse-square-root
+    schedule with linear ``warmup_steps``, label smoothing, gradient clipping, accumulation.
+    """
+
+    # data
+    data_dir: str | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    tokenizer: str = "bpe"
+    vocab_size: int = 8000
+    joint_vocab: bool = True
+    max_tokens_per_sentence: int = 200
+    max_pairs: int | None = None
+    # model
+    preset: str = "small"
+    attention: str | float = "learned"
+    model: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    lr: float = 7e-4
+    warmup_steps: int = 4000
+    betas: tuple[float, float] = (0.9, 0.98)
+    adam_eps: float = 1e-9
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    accum_steps: int = 1
+    batch_tokens: int = 4096
+    max_steps: int = 100_000
+    max_epochs: int | None = None
+    max_minutes: float | None = None
+    # evaluation and checkpoints
+    valid_every: int = 1000
+    valid_beam: int = 1
+    valid_max_sentences: int | None = 500
+    metric: str = "bleu"
+    patience: int | None = None
+    keep_last: int = 3
+    log_every: int = 50
+    # runtime
+    seed: int = 1
+    device: str = "auto"
+    amp: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        if self.tokenizer not in _TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {_TOKENIZERS}, got {self.tokenizer!r}")
+        if self.device not in _DEVICES:
+            raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}")
+        if self.amp not in _AMP:
+            raise ValueError(f"amp must be one of {_AMP}, got {self.amp!r}")
+        if self.metric not in _METRICS:
+            raise ValueError(f"metric must be one of {_METRICS}, got {self.metric!r}")
+        if self.preset not in ("tiny", "small", "base"):
+            raise ValueError(f"preset must be 'tiny', 'small' or 'base', got {self.preset!r}")
+        for name in ("vocab_size", "batch_tokens", "max_steps", "accum_steps", "valid_every", "log_every", "keep_last"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.data_dir is None and (self.train_src is None) != (self.train_tgt is None):
+            raise ValueError("give both train_src and train_tgt (or data_dir)")
+        if not isinstance(self.model, dict):
+            raise TypeError(f"model must be a mapping of Seq2SeqConfig overrides, got {type(self.model).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown training options {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A copy with ``overrides`` applied; keys ``model.<field>`` go into :attr:`model`."""
+        top = {k: v for k, v in overrides.items() if not k.startswith("model.")}
+        model = dict(self.model)
+        model.update({k[len("model.") :]: v for k, v in overrides.items() if k.startswith("model.")})
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(top) - names)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; allowed: {sorted(names)} and model.<field>")
+        return replace(self, **top, model=model)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["lr=5e-4", "model.d_model=128"]`` → ``{"lr": 0.0005, "model.d_model": 128}`` (YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML or JSON file (``None``: defaults), then apply ``overrides``."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training config {p} does not exist")
+        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".json":
+            try:
+                base = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{p}, line {e.lineno}: invalid JSON: {e.msg}") from None
+        else:
+            import yaml
+
+            try:
+                base = yaml.safe_load(text) or {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f", line {mark.line + 1}" if mark is not None else ""
+                raise ValueError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(base, dict):
+            raise ValueError(f"{p}: expected a mapping of options at the top level, got {type(base).__name__}")
+    cfg = TrainConfig.from_dict(base, source=str(path) if path else "defaults")
+    return cfg.with_overrides(overrides or {})

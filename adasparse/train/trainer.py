@@ -1,0 +1,444 @@
+"""The training loop: one process or ``torchrun`` (DistributedDataParallel), resumable exactly.
+
+``train(config, run_dir, resume=False)`` does, in order: read the corpora, train (or, on resume, load)
+the tokenizers, build the model from the preset, then loop over token-budget batches with AdamW and the
+inverse-square-root schedule, logging every ``log_every`` updates (loss, lr, tokens/s and every head's α)
+and validating every ``valid_every`` updates (loss and BLEU/chrF or WER/PER from greedy/beam decoding),
+writing a checkpoint after each validation (best + last K kept) and stopping at ``max_steps``,
+``max_epochs``, ``max_minutes`` or when the metric has not improved for ``patience`` validations.
+
+Exact resumption: a checkpoint holds the weights, the optimizer and scheduler states, every RNG state and
+the batcher's position, so a run killed at any moment (even by SIGKILL) and resumed from its latest
+checkpoint ends with the same weights as an uninterrupted run with the same seed (on CPU).
+
+Several processes: each rank takes its share of every global step's batches (see
+:mod:`adasparse.data.batching`); the loss of a step is the sum over all label tokens of the step divided by
+their global count, so ``W`` ranks compute the same gradient as one process accumulating ``W`` batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data.batching import TokenBatcher, encode_pairs
+from ..data.corpus import ParallelCorpus, find_corpus, load_parallel
+from ..data.tokenizer import TokenizerConfig, TokenizerPair
+from ..decode.search import SearchConfig
+from ..decode.translate import translate_lines
+from ..evaluation import score_g2p, score_translation
+from ..models import build_model
+from ..models import config as model_presets
+from ..models.config import Seq2SeqConfig
+from .checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
+from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .logger import RunLogger
+from .schedule import InverseSqrtSchedule, build_scheduler
+
+__all__ = ["train", "TrainResult", "load_model", "pick_device"]
+
+_LOWER_IS_BETTER = {"loss", "wer", "per"}
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: its folder, last step, best checkpoint and last validation metrics."""
+
+    run_dir: Path
+    step: int
+    best_checkpoint: Path | None
+    last_metrics: dict[str, float]
+    stopped_because: str
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "none" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
+    if cfg.tokenizer in ("bpe", "unigram"):
+        return TokenizerConfig(
+            kind="sentencepiece",
+            model_type=cfg.tokenizer,
+            vocab_size=cfg.vocab_size,
+            joint=cfg.joint_vocab,
+            seed=cfg.seed,
+        )
+    return TokenizerConfig(kind=cfg.tokenizer, vocab_size=None, joint=cfg.joint_vocab)
+
+
+def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None]:
+    if cfg.data_dir is not None:
+        files = find_corpus(cfg.data_dir, cfg.src_lang, cfg.tgt_lang)
+        train = files.load("train", max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
+        valid = files.load("valid", max_words=None) if files.has("valid") else None
+        return train, valid
+    if cfg.train_src is None:
+        raise ValueError("no training data: give data_dir or train_src/train_tgt")
+    train = load_parallel(cfg.train_src, cfg.train_tgt, max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
+    valid = None
+    if cfg.valid_src and cfg.valid_tgt:
+        valid = load_parallel(cfg.valid_src, cfg.valid_tgt, max_words=None)
+    return train, valid
+
+
+def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
+    preset = getattr(model_presets, cfg.preset)
+    overrides = dict(cfg.model)
+    overrides.setdefault("src_vocab_size", tokenizers.src.vocab_size)
+    overrides.setdefault("tgt_vocab_size", tokenizers.tgt.vocab_size)
+    if tokenizers.joint and "share_embeddings" not in overrides:
+        overrides["share_embeddings"] = "all"
+    overrides.setdefault("pad_id", tokenizers.tgt.pad_id)
+    overrides.setdefault("bos_id", tokenizers.tgt.bos_id)
+    overrides.setdefault("eos_id", tokenizers.tgt.eos_id)
+    return preset(attention=cfg.attention, **overrides)
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its latest, or
+    ``best`` if the run folder has one)."""
+    path = Path(checkpoint)
+    if path.is_dir() and not (path / "model.safetensors").exists():
+        best = CheckpointManager(path, create=False).best()
+        if best is not None:
+            path = best
+    ckpt = load_checkpoint(path, device="cpu")
+    mcfg = Seq2SeqConfig.from_dict(ckpt.config["model"])
+    model = build_model(mcfg)
+    model.load_state_dict(ckpt.model_state)
+    if ckpt.tokenizer_dir is None:
+        raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
+    tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
+    return model.to(device).eval(), tokenizers, ckpt
+
+
+def _alpha_record(model) -> dict[str, list[list[float]]]:
+    return {k: [[round(float(a), 5) for a in row] for row in v.detach().cpu()] for k, v in model.alphas().items()}
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool):
+        self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
+        self.device = pick_device(cfg.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.amp = _amp_dtype(cfg.amp, self.device)
+        torch.manual_seed(cfg.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpts = CheckpointManager(
+            run_dir, keep_last=cfg.keep_last, metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max"
+        )
+        latest = self.ckpts.latest() if resume else None
+        if resume and latest is None:
+            self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
+        self.resume_from = latest
+
+        train_corpus, valid_corpus = _corpora(cfg)
+        self._print(f"training data: {train_corpus.summary()}")
+        if self.resume_from is not None:
+            self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
+        else:
+            tok_dir = run_dir / "tokenizer"
+            if self.dist.is_main:
+                self._print(f"training tokenizer ({cfg.tokenizer}) on the training data")
+                TokenizerPair.train(train_corpus.src, train_corpus.tgt, _tokenizer_config(cfg)).save(tok_dir)
+            if self.dist.enabled:
+                torch.distributed.barrier()
+            self.tokenizers = TokenizerPair.load(tok_dir)
+        src, tgt, dropped = encode_pairs(
+            self.tokenizers, train_corpus.src, train_corpus.tgt, cfg.max_tokens_per_sentence
+        )
+        if dropped:
+            self._print(f"dropped {dropped} training pairs longer than {cfg.max_tokens_per_sentence} tokens")
+        self.batcher = TokenBatcher(
+            src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+            pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
+        )  # fmt: skip
+        self.valid = valid_corpus
+        if valid_corpus is not None:
+            vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, cfg.max_tokens_per_sentence)
+            self.valid_batcher = TokenBatcher(
+                vs, vt, cfg.batch_tokens, shuffle=False, rank=None, pad_id=self.tokenizers.tgt.pad_id
+            )
+
+        self.model_config = model_config_for(cfg, self.tokenizers)
+        self.model = build_model(self.model_config).to(self.device)
+        self.ddp = None
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.dim() < 2 or "theta" in name else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
+        )  # fmt: skip
+        self.scheduler = build_scheduler(self.optimizer, InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1)))
+        self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
+        self.step = 0
+        self._saved_step = -1
+        self.bad_validations = 0
+        self.elapsed = 0.0
+        self.last_metrics: dict[str, float] = {}
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+        self.logger = RunLogger(run_dir, enabled=self.dist.is_main, resume_step=self.step if self.resume_from else None)
+        self._print(
+            f"model: {self.model.summary() if hasattr(self.model, 'summary') else type(self.model).__name__}; "
+            f"device {self.device}, {self.dist.world_size} process(es), amp {self.amp}"
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "data": self.batcher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "bad_validations": self.bad_validations,
+            "elapsed": self.elapsed,
+            "metrics": self.last_metrics,
+        }
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, device="cpu")
+        self.model.load_state_dict(ckpt.model_state)
+        st = ckpt.trainer_state
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.batcher.load_state_dict(st["data"])
+        restore_rng_state(st["rng"])
+        self.step = int(st["step"])
+        self.bad_validations = int(st.get("bad_validations", 0))
+        self.elapsed = float(st.get("elapsed", 0.0))
+        self.last_metrics = dict(st.get("metrics") or {})
+        self._saved_step = self.step
+        self._print(f"resumed from {path} at step {self.step}")
+
+    def _save(self, metric: float | None) -> None:
+        self._saved_step = self.step
+        if self.dist.is_main:
+            self.ckpts.save(
+                self.step,
+                metric,
+                model_state=self.model.state_dict(),
+                config={"model": self.model_config.to_dict(), "train": self.cfg.to_dict()},
+                trainer_state=self._state(),
+                tokenizer=self.tokenizers,
+            )
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def _print(self, msg: str) -> None:
+        if not self.quiet and self.dist.is_main:
+            print(msg, flush=True)
+
+    # ------------------------------------------------------------------ steps
+
+    def _batches(self):
+        while True:
+            if self.cfg.max_epochs is not None and self.batcher.epoch >= self.cfg.max_epochs:
+                return
+            yield from self.batcher
+
+    def _train_step(self, micro: list) -> tuple[float, int, int]:
+        """One optimizer update over ``micro`` batches; returns (summed loss, label tokens, all tokens)."""
+        model = self.ddp or self.model
+        model.train()
+        pad = self.model_config.pad_id
+        n_local = sum(int(b.tgt_mask.sum()) for b in micro)
+        n_global = int(all_reduce_sum(torch.tensor(float(n_local)), self.dist).item())
+        scale = self.dist.world_size / max(n_global, 1)
+        total, n_all = 0.0, 0
+        for i, b in enumerate(micro):
+            b = b.to(self.device)
+            sync = self.ddp is None or i == len(micro) - 1
+            ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                    logits = model(b.src, b.tgt_in, b.src_mask, b.tgt_mask)
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(), b.tgt_out.reshape(-1),
+                    ignore_index=pad, label_smoothing=self.cfg.label_smoothing, reduction="sum",
+                )  # fmt: skip
+                self.scaler.scale(loss * scale).backward()
+            total += float(loss.detach())
+            n_all += int(b.src_mask.sum()) + int(b.tgt_mask.sum())
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, n_local, n_all
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss (teacher forcing) and decoding metrics, on rank 0 (others get an empty dict)."""
+        if self.valid is None or not self.dist.is_main:
+            return {}
+        model = self.model
+        model.eval()
+        pad = self.model_config.pad_id
+        tot, n = 0.0, 0
+        for b in self.valid_batcher.epoch_batches(0):
+            batch = self.valid_batcher.make_batch(b).to(self.device)
+            logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)
+            tot += float(
+                F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]).float(),
+                    batch.tgt_out.reshape(-1),
+                    ignore_index=pad,
+                    reduction="sum",
+                )
+            )
+            n += int(batch.tgt_mask.sum())
+        out = {"valid_loss": tot / max(n, 1)}
+        if self.cfg.metric != "loss":
+            k = self.cfg.valid_max_sentences or len(self.valid)
+            srcs, refs = self.valid.src[:k], self.valid.tgt[:k]
+            hyps = translate_lines(
+                model,
+                self.tokenizers,
+                srcs,
+                SearchConfig(beam_size=self.cfg.valid_beam, max_len=self.model_config.max_len),
+                device=self.device,
+            )
+            if self.cfg.metric in ("wer", "per"):
+                s = score_g2p(hyps, refs)
+                out.update(wer=s.wer, per=s.per)
+            else:
+                s = score_translation(hyps, refs)
+                out.update(bleu=s.bleu, chrf=s.chrf)
+        return out
+
+    def _metric(self, metrics: dict[str, float]) -> float | None:
+        key = "valid_loss" if self.cfg.metric == "loss" else self.cfg.metric
+        return metrics.get(key)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        batches = self._batches()
+        stopped = "max_steps"
+        pbar = None
+        if self.dist.is_main and not self.quiet:
+            from tqdm import tqdm
+
+            pbar = tqdm(
+                total=cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=2.0, dynamic_ncols=True
+            )
+        if self.step == 0:  # the initial α, so trajectories start where training starts
+            self.logger.log({"kind": "init", "step": 0, "alpha": _alpha_record(self.model)})
+        win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
+        t_start = time.perf_counter() - self.elapsed
+        while self.step < cfg.max_steps:
+            micro = []
+            for _ in range(cfg.accum_steps):
+                b = next(batches, None)
+                if b is None:
+                    break
+                micro.append(b)
+            if not micro:
+                stopped = "max_epochs"
+                break
+            loss, ntok, nall = self._train_step(micro)
+            self.step += 1
+            self.elapsed = time.perf_counter() - t_start
+            win_loss, win_tok, win_all = win_loss + loss, win_tok + ntok, win_all + nall
+            if pbar is not None:
+                pbar.update(1)
+            if self.step % cfg.log_every == 0:
+                dt = time.perf_counter() - win_t0
+                rec = {
+                    "kind": "train",
+                    "step": self.step,
+                    "epoch": self.batcher.epoch,
+                    "loss": win_loss / max(win_tok, 1),
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "tokens_per_s": win_all * self.dist.world_size / max(dt, 1e-9),
+                    "alpha": _alpha_record(self.model),
+                    "time": round(self.elapsed, 2),
+                }
+                self.logger.log(rec)
+                if pbar is not None:
+                    pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+                win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
+            out_of_time = cfg.max_minutes is not None and self.elapsed >= 60 * cfg.max_minutes
+            if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
+                if self._validate_and_save():
+                    stopped = "patience"
+                    break
+            if out_of_time:
+                stopped = "max_minutes"
+                break
+        if self._saved_step != self.step:
+            self._validate_and_save()
+        if pbar is not None:
+            pbar.close()
+        self.logger.close()
+        best = self.ckpts.best() or self.ckpts.latest()
+        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+
+    def _validate_and_save(self) -> bool:
+        """Validate, checkpoint; True when early stopping triggers."""
+        metrics = self.validate()
+        value = self._metric(metrics)
+        if metrics:
+            self.last_metrics = metrics
+            self.logger.log({"kind": "valid", "step": self.step, **metrics})
+            self._print(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        improved = value is not None and self.ckpts.is_better(value)
+        if value is not None and not improved:
+            self.bad_validations += 1
+        elif improved:
+            self.bad_validations = 0
+        self._save(value)
+        stop = self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
+        if self.dist.enabled:
+            flag = torch.tensor(float(stop))
+            torch.distributed.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
+    """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`."""
+    trainer = _Trainer(cfg, Path(run_dir), resume, quiet)
+    try:
+        return trainer.fit()
+    finally:
+        cleanup_distributed()
