@@ -1,0 +1,712 @@
+r"""Fused, block-sparse α-entmax attention in Triton, with a per-head α that may be learned.
+
+For queries q (B, H, Q, D), keys k and values v (B, H, K, D) and one α per head, computes::
+
+    z = scale · q kᵀ   (masked keys excluded),   P = α-entmax(z) row-wise,   out = P v
+
+without ever materialising the (Q × K) matrix P: memory is linear in the sequence length, plus a block mask
+of ``⌈Q/BLOCK_M⌉ × ⌈K/BLOCK_N⌉`` bytes per (batch, head).
+
+Threshold parameterisation.  With m the row maximum of z over attendable keys, α-entmax is
+``p_i = [1 + (α−1)(z_i − m − t)]₊^{1/(α−1)}`` for the scalar t ≥ 0 that makes Σ p = 1.  (This is the
+guide's ``p_i = [(α−1) z_i − τ]₊^{1/(α−1)}`` with ``τ = (α−1)(m + t) − 1``.)  Written this way,
+``log p_i = log1p((α−1)(z_i − m − t)) / (α−1)`` tends to ``z_i − m − t`` as α → 1, so α = 1.01 loses no
+precision in float32 and α = 1 is exactly softmax with t = log Σ exp(z − m).  The root lies in
+``t ∈ [0, (1 − n^{1−α})/(α−1)]`` (n attendable keys), the guide's bracket ``τ ∈ [−1, −n^{1−α}]`` (shifted).
+
+Forward, one program per (query block, batch·head):
+
+1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp);
+2. Newton on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1, started at the left end t = 0 of the bracket:
+   f is convex and decreasing there, so Newton climbs monotonically to the root; a step leaving the
+   current bracket (rounding) is replaced by bisection.  Each iteration is one pass over the key blocks; a
+   key block in which every weight is zero at the bracket's lower end is marked dead and never visited
+   again (the lower end only grows, so a dead block stays empty);
+3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
+   hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
+   ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
+   when α needs a gradient, ``O_h = Σ h v`` with h = −p log p and ``Σ h`` (or, for α within ``1e-3``
+   of 1, ``Σ p log²p v`` and ``Σ p log²p`` for the α → 1 limit).
+
+Backward (two programs per block: one over key blocks for dK, dV; one over query blocks for dQ; no
+atomics, deterministic) recomputes p from (m, t, l) and visits only the blocks the mask marks non-empty::
+
+    dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
+
+and the per-row α gradient (guide §1) is assembled from the saved row vectors without touching the keys::
+
+    ∂ℓ/∂α = dO·(O − Õ)/(α−1)² + (dO·O_h − δ Σh)/(α−1)   (α ≠ 1),   ½(−dO·O_{log²} + (dO·O) Σ p log²p)  (α → 1)
+
+summed over batch and queries for each head.
+
+Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
+aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
+zero output row and zero gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = [
+    "triton_entmax_attention",
+    "triton_entmax_attention_forward",
+    "EntmaxAttentionForward",
+    "SUPPORTED_DTYPES",
+    "MAX_HEAD_DIM",
+    "check_inputs",
+]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_HEAD_DIM = 128
+_MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
+_LIMIT_EPS = {torch.float64: 1e-6}  # below this distance of α to 1, ∂ℓ/∂α uses its α → 1 limit
+_LIMIT_EPS_DEFAULT = 1e-3  # float32 accumulation (also for float16/bfloat16 inputs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Triton helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) accurate for small |u| (Goldberg's trick: log(w)·u/(w − 1) with w = 1 + u), u > −1."""
+    w = 1.0 + u
+    dw = w - 1.0
+    return tl.where(dw == 0.0, u, tl.log(w) * (u / tl.where(dw == 0.0, 1.0, dw)))
+
+
+@triton.jit
+def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) boolean: query row in range, key in range, key not padded, causal order."""
+    ok = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
+    if HAS_KPM:
+        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)
+        ok = ok & (km[None, :] != 0)
+    if IS_CAUSAL:
+        ok = ok & (offs_n[None, :] <= offs_m[:, None])
+    return ok
+
+
+@triton.jit
+def _unnormalised(z, ok, m, t, am1, is_soft):
+    """Weights before normalisation and their natural log on one block.
+
+    Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
+    (meaningful only where pos), w = 1 + (α−1)(z − m − t) (1 where not pos) and pos = (pu > 0).
+    """
+    y = z - m[:, None] - t[:, None]
+    if is_soft:
+        pos = ok
+        logpu = tl.where(pos, y, 0.0)
+        w = y * 0.0 + 1.0
+    else:
+        u = am1 * y
+        pos = ok & (u > -1.0)
+        us = tl.where(pos, u, 0.0)
+        logpu = _log1p(us) / am1
+        w = 1.0 + us
+    pu = tl.where(pos, tl.exp(logpu), 0.0)
+    return pu, logpu, w, pos
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, KPM, ALPHA,
+    OUT, ROW_M, ROW_T, ROW_L, OT, ODIFF, OA, SA, BMASK, VISITS, ITERS,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr, LIMIT_EPS: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < D
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :])
+    k_bh = K + b * skb + h * skh
+    v_bh = V + b * svb + h * svh
+    kpm_b = KPM + b * skpm
+    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb
+
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)  # d = 1/(α−1); unused for softmax heads
+
+    kb_end = n_kb
+    if IS_CAUSAL:
+        kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
+    visits = 0
+
+    # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only)
+    m = tl.full((BLOCK_M,), float("-inf"), ACC)
+    cnt = tl.zeros((BLOCK_M,), tl.int32)
+    ls = tl.zeros((BLOCK_M,), ACC)
+    for kb in range(0, kb_end):
+        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :])
+        z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
+        ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+        m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
+        if is_soft:
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            ls = ls * tl.exp(m - m_safe) + tl.sum(tl.where(ok, tl.exp(z - m_safe[:, None]), 0.0), 1)
+        m = m_new
+        cnt += tl.sum(ok.to(tl.int32), 1)
+        tl.store(bmask_row + kb, 1)
+        visits += 1
+    for kb in range(kb_end, n_kb):  # above the causal diagonal: never visited
+        tl.store(bmask_row + kb, 0)
+
+    has = cnt > 0
+    m = tl.where(has, m, 0.0)
+    one = tl.full((BLOCK_M,), 1.0, ACC)
+    zero = tl.zeros((BLOCK_M,), ACC)
+    n_iter = 0
+    if is_soft:
+        t = tl.where(has, tl.log(tl.where(has, ls, 1.0)), 0.0)
+        norm = tl.where(has, one, zero)
+    else:
+        # pass 2: Newton from the left end of the bracket [0, (1 − n^{1−α})/(α−1)], safeguarded by bisection
+        a = -am1 * tl.log(tl.maximum(cnt, 1).to(ACC))  # (1 − α) log n ≤ 0
+        e = tl.exp(a)
+        em1 = tl.where(e == 1.0, a, (e - 1.0) * a / tl.log(tl.where(e == 1.0, 0.5, e)))  # expm1(a)
+        hi = (-em1 * inv_am1) * 1.001 + 1e-6  # margin: rounding must not cut the root off
+        lo = zero
+        t = zero
+        norm = zero
+        done = (cnt == 0).to(tl.int32)
+        n_left = tl.sum(1 - done, 0)
+        while (n_left > 0) & (n_iter < MAX_ITER):
+            fsum = zero
+            gsum = zero
+            for kb in range(0, kb_end):
+                alive = tl.load(bmask_row + kb)
+                if alive != 0:
+                    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+                    k = tl.load(
+                        k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :]
+                    )
+                    z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+                    ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+                    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+                    fsum += tl.sum(pu, 1)
+                    gsum += tl.sum(tl.where(pos, pu / w, 0.0), 1)  # Σ r^{d−1} = −f'(t)
+                    live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
+                    if live == 0:  # empty at the bracket's lower end, hence at every later t
+                        tl.store(bmask_row + kb, 0)
+                    visits += 1
+            f = fsum - 1.0
+            lo = tl.where(f > 0.0, t, lo)
+            hi = tl.where(f < 0.0, t, hi)
+            t_new = t + f / tl.where(gsum > 0.0, gsum, 1.0)
+            t_new = tl.where((t_new > lo) & (t_new < hi), t_new, 0.5 * (lo + hi))
+            small = tl.abs(t_new - t) <= TOL * (1.0 + tl.abs(t))
+            final = (done != 0) | (f == 0.0) | small | (n_iter == MAX_ITER - 1)
+            norm = tl.where(final & (done == 0), fsum, norm)  # Σ p at the t we keep
+            t = tl.where(final, t, t_new)
+            done = final.to(tl.int32)
+            n_left = tl.sum(1 - done, 0)
+            n_iter += 1
+
+    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight
+    inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
+    ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
+    limit = am1 < LIMIT_EPS
+    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    acc_t = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    acc_a = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    st = zero
+    sa = zero
+    for kb in range(0, kb_end):
+        alive = tl.load(bmask_row + kb)
+        if alive != 0:
+            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+            k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+            ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+            nonzero = tl.sum(pos.to(tl.int32))
+            visits += 1
+            if nonzero > 0:
+                v = tl.load(v_bh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+                p = pu * inv_l[:, None]
+                acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                if NEED_GRAD:
+                    logp = logpu - ln_l[:, None]
+                    sp = tl.where(pos, tl.exp((1.0 - am1) * logp), 0.0)  # ∝ p^{2−α}
+                    acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                    st += tl.sum(sp, 1)
+                    if ALPHA_GRAD:
+                        if limit:
+                            wa = p * logp * logp
+                        else:
+                            wa = -p * logp
+                        wa = tl.where(pos, wa, 0.0)
+                        acc_a += tl.dot(wa.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        sa += tl.sum(wa, 1)
+            else:
+                tl.store(bmask_row + kb, 0)
+
+    rows = bh * Lq + offs_m
+    od = rows[:, None] * D + offs_d[None, :]
+    od_mask = row_ok[:, None] & d_ok[None, :]
+    tl.store(OUT + od, acc.to(OUT.dtype.element_ty), mask=od_mask)
+    tl.store(ROW_M + rows, m, mask=row_ok)
+    tl.store(ROW_T + rows, t, mask=row_ok)
+    tl.store(ROW_L + rows, norm, mask=row_ok)
+    if NEED_GRAD:
+        ot = acc_t / tl.where(st > 0.0, st, 1.0)[:, None]
+        tl.store(OT + od, ot, mask=od_mask)
+        if ALPHA_GRAD:
+            tl.store(ODIFF + od, acc - ot, mask=od_mask)
+            tl.store(OA + od, acc_a, mask=od_mask)
+            tl.store(SA + rows, sa, mask=row_ok)
+    tl.store(VISITS + bh * n_qb + pid_m, visits)
+    tl.store(ITERS + bh * n_qb + pid_m, n_iter)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_block(
+    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
+    z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+    ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+    p = pu * inv_l[:, None]
+    s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
+    dz = s * (dp - delta[:, None])
+    return p, dz
+
+
+@triton.jit
+def _load_rows(ROW_M, ROW_T, ROW_L, DELTA, rows, row_ok):
+    m = tl.load(ROW_M + rows, mask=row_ok, other=0.0)
+    t = tl.load(ROW_T + rows, mask=row_ok, other=0.0)
+    norm = tl.load(ROW_L + rows, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + rows, mask=row_ok, other=0.0)
+    inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
+    ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
+    return m, t, inv_l, ln_l, delta
+
+
+@triton.jit
+def _bwd_kv_kernel(
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    kb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+    kpm_b = KPM + b * skpm
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    dk = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    qb_start = 0
+    if IS_CAUSAL:
+        qb_start = (kb * BLOCK_N) // BLOCK_M
+    for qb in range(qb_start, n_qb):
+        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
+        if nonempty != 0:
+            offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_ok = offs_m < Lq
+            qd_mask = row_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
+            do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+            m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
+            p, dz = _bwd_block(
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                HAS_KPM, IS_CAUSAL, ACC, PREC,
+            )  # fmt: skip
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
+            dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
+    od = (bh * Lk + offs_n)[:, None] * D + offs_d[None, :]
+    tl.store(DK + od, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + od, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_q_kernel(
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DQ,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < D
+    qd_mask = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+    m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
+    kpm_b = KPM + b * skpm
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    dq = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    kb_end = n_kb
+    if IS_CAUSAL:
+        kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(qb * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
+    for kb in range(0, kb_end):
+        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
+        if nonempty != 0:
+            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+            p, dz = _bwd_block(
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                HAS_KPM, IS_CAUSAL, ACC, PREC,
+            )  # fmt: skip
+            dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
+    od = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
+    tl.store(DQ + od, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Python side: validation, launch, autograd
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _interpreted() -> bool:
+    """True when the kernels were built for the Triton interpreter (``TRITON_INTERPRET=1`` at import)."""
+    return not hasattr(_fwd_kernel, "run") or type(_fwd_kernel).__name__ == "InterpretedFunction"
+
+
+def check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, alpha: Tensor | float, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """Validate the inputs of :func:`triton_entmax_attention`; return α as a tensor of shape (H,).
+
+    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  Checking that every α
+    lies in [1, 2] reads α on the host (one device synchronisation).
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, L, D), got {tuple(x.shape)}")
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    B, H, _, D = q.shape
+    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
+        raise ValueError(
+            f"expected q (B, H, Q, D), k and v (B, H, K, D) with the same B, H, D; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
+    if q.device.type != "cuda" and not _interpreted():
+        raise ValueError(
+            f"the Triton entmax attention kernel needs CUDA tensors (got {q.device}); on CPU set "
+            "TRITON_INTERPRET=1 before importing adasparse.kernels (slow, for tests) or use the reference path"
+        )
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+            got = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
+            raise TypeError(f"key_padding_mask must be a bool tensor (True = real key), got {got}")
+        if tuple(key_padding_mask.shape) != (B, k.shape[2]):
+            raise ValueError(
+                f"key_padding_mask must have shape (B, K) = {(B, k.shape[2])}, got {tuple(key_padding_mask.shape)}"
+            )
+    if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        alpha = torch.full((H,), float(alpha), dtype=torch.float32, device=q.device)
+    if not isinstance(alpha, Tensor):
+        raise TypeError(f"alpha must be a float or a tensor of shape (H,) = ({H},), got {type(alpha).__name__}")
+    if not alpha.is_floating_point():
+        raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+    if alpha.numel() == 1 and alpha.dim() <= 1:
+        alpha = alpha.reshape(1).expand(H)
+    if tuple(alpha.shape) != (H,):
+        raise ValueError(f"alpha must have shape (H,) = ({H},) or be a scalar, got {tuple(alpha.shape)}")
+    a = alpha.detach()
+    bad = ~((a >= 1) & (a <= 2))
+    if bool(bad.any()):
+        raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {a.tolist()}")
+    return alpha
+
+
+@dataclass(frozen=True)
+class EntmaxAttentionForward:
+    """Everything the forward kernel produces.
+
+    ``out`` (B, H, Q, D) in the input dtype; per row (B, H, Q): ``row_max`` (m), ``threshold`` (t),
+    ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
+    True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
+    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde``, ``o_diff``,
+    ``o_alpha`` and ``s_alpha`` are the backward's accumulators (None when not requested).
+    """
+
+    out: Tensor
+    row_max: Tensor
+    threshold: Tensor
+    normaliser: Tensor
+    block_mask: Tensor
+    block_visits: Tensor
+    newton_iters: Tensor
+    o_tilde: Tensor | None
+    o_diff: Tensor | None
+    o_alpha: Tensor | None
+    s_alpha: Tensor | None
+    block_m: int
+    block_n: int
+
+    @property
+    def empty_block_fraction(self) -> float:
+        """Fraction of (query block, key block) pairs with no non-zero weight (causal: below the diagonal only)."""
+        nq, nk = self.block_mask.shape[-2:]
+        return 1.0 - self.block_mask.sum().item() / (self.block_mask.numel() or 1)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32/fp64 inputs: exact products (no TF32); half inputs use tensor cores regardless
+    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+
+
+def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) -> tuple[int, int, int]:
+    bd = max(16, triton.next_power_of_2(D))
+    bm = block_m or (64 if D <= 64 else 32)
+    bn = block_n or 64
+    for name, b in (("block_m", bm), ("block_n", bn)):
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {b}")
+    return bm, bn, bd
+
+
+def _kpm_arg(key_padding_mask: Tensor | None, q: Tensor) -> tuple[Tensor, int, bool]:
+    if key_padding_mask is None:
+        return torch.empty(1, dtype=torch.int8, device=q.device), 0, False
+    kpm = key_padding_mask.to(torch.int8).contiguous()  # (B, K)
+    return kpm, kpm.stride(0), True
+
+
+def _last_dim_contiguous(x: Tensor) -> Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def triton_entmax_attention_forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor | float,
+    *,
+    key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    need_grad: bool = False,
+    alpha_grad: bool = False,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> EntmaxAttentionForward:
+    """Run the forward kernel (no autograd) and return its outputs and statistics.
+
+    ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
+    ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
+    """
+    alpha = check_inputs(q, k, v, alpha, key_padding_mask)
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    bm, bn, bd = _blocks(Lq, Lk, D, block_m, block_n)
+    n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
+    acc = _acc_dtype(q.dtype)
+    dev = q.device
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    need_grad = need_grad or alpha_grad
+    kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
+
+    out = torch.empty((B, H, Lq, D), dtype=q.dtype, device=dev)
+    row_m = torch.empty((B, H, Lq), dtype=acc, device=dev)
+    row_t = torch.empty_like(row_m)
+    row_l = torch.empty_like(row_m)
+    dummy = torch.empty(1, dtype=acc, device=dev)
+    o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
+    o_diff = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
+    o_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
+    s_a = torch.empty((B, H, Lq), dtype=acc, device=dev) if alpha_grad else None
+    bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
+    visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
+    iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
+    alpha_k = alpha.detach().to(acc).contiguous()
+    tol = 4 * torch.finfo(acc).eps
+
+    _fwd_kernel[(n_qb, B * H)](
+        q, k, v, kpm, alpha_k,
+        out, row_m, row_t, row_l,
+        dummy if o_t is None else o_t, dummy if o_diff is None else o_diff,
+        dummy if o_a is None else o_a, dummy if s_a is None else s_a,
+        bmask, visits, iters,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), skpm,
+        H, Lq, Lk, D, n_qb, n_kb, scale,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
+        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
+        LIMIT_EPS=_LIMIT_EPS.get(acc, _LIMIT_EPS_DEFAULT), ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
+        num_warps=4 if D <= 64 else 8,
+    )  # fmt: skip
+    return EntmaxAttentionForward(
+        out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
+        newton_iters=iters, o_tilde=o_t, o_diff=o_diff, o_alpha=o_a, s_alpha=s_a, block_m=bm, block_n=bn,
+    )  # fmt: skip
+
+
+def _alpha_grad_rows(do: Tensor, fwd: EntmaxAttentionForward, delta: Tensor, alpha: Tensor) -> Tensor:
+    """Per-head ∂ℓ/∂α (H,) from the saved row vectors (guide §1), summed over batch and queries."""
+    acc = delta.dtype
+    am1 = (alpha.detach().to(acc) - 1).view(1, -1, 1)  # (1, H, 1)
+    eps = _LIMIT_EPS.get(acc, _LIMIT_EPS_DEFAULT)
+    limit = am1 < eps
+    safe = torch.where(limit, torch.ones_like(am1), am1)
+    g_diff = (do * fwd.o_diff).sum(-1)  # dO·(O − Õ) = Σ dP p − δ, (B, H, Q)
+    g_a = (do * fwd.o_alpha).sum(-1)  # dO·O_h (general) or dO·O_{log²} (limit)
+    general = g_diff / safe**2 + (g_a - delta * fwd.s_alpha) / safe
+    g_o = g_diff + delta  # dO·O
+    lim = 0.5 * (-g_a + g_o * fwd.s_alpha)
+    return torch.where(limit, lim, general).sum((0, 2))
+
+
+class _TritonEntmaxAttention(torch.autograd.Function):
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles) → out, with gradients for q, k, v and α."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n):
+        need_qkv = any(ctx.needs_input_grad[:3])
+        alpha_grad = bool(ctx.needs_input_grad[3])
+        fwd = triton_entmax_attention_forward(
+            q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
+            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n,
+        )  # fmt: skip
+        ctx.fwd = fwd
+        ctx.is_causal = bool(is_causal)
+        ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        ctx.save_for_backward(q, k, v, alpha, key_padding_mask)
+        return fwd.out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, alpha, key_padding_mask = ctx.saved_tensors
+        fwd: EntmaxAttentionForward = ctx.fwd
+        q, k, v, do = (_last_dim_contiguous(x) for x in (q, k, v, do))
+        B, H, Lq, D = q.shape
+        Lk = k.shape[2]
+        acc = _acc_dtype(q.dtype)
+        dof = do.to(acc)
+        delta = (dof * fwd.o_tilde).sum(-1).contiguous()  # δ = Σ_j dP_ij p̃_ij, (B, H, Q)
+        dalpha = None
+        if ctx.needs_input_grad[3]:
+            dalpha = _alpha_grad_rows(dof, fwd, delta, alpha).to(alpha.dtype)
+        dq = dk = dv = None
+        if any(ctx.needs_input_grad[:3]):
+            bm, bn = fwd.block_m, fwd.block_n
+            bd = max(16, triton.next_power_of_2(D))
+            n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
+            kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
+            alpha_k = alpha.detach().to(acc).contiguous()
+            bmask = fwd.block_mask.to(torch.int8)
+            dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
+            dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
+            dv = torch.empty((B, H, Lk, D), dtype=v.dtype, device=q.device)
+            common = (
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2), skpm,
+                H, Lq, Lk, D, n_qb, n_kb, ctx.scale,
+            )  # fmt: skip
+            meta = dict(
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
+                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=4 if D <= 64 else 8,
+            )  # fmt: skip
+            rows = (fwd.row_max, fwd.threshold, fwd.normaliser, delta)
+            _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
+            _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
+        ctx.fwd = None
+        return dq, dk, dv, dalpha, None, None, None, None, None
+
+
+def triton_entmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor | float,
+    *,
+    key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> Tensor:
+    r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
+
+    Args:
+        q: (B, H, Q, D); k, v: (B, H, K, D); one dtype among float16, bfloat16, float32, float64;
+            1 ≤ D ≤ 128; CUDA tensors (CPU only under ``TRITON_INTERPRET=1``).
+        alpha: one α per head, a tensor (H,) (or a scalar / float, broadcast to all heads) with values in
+            [1, 2]; 1 = softmax, 2 = sparsemax.  Gradients flow to it when it requires grad.
+        key_padding_mask: optional bool (B, K), True = real key (ragged lengths).
+        is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
+        scale: multiplies q kᵀ; default 1/√D.
+        block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+
+    Returns:
+        out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
+    """
+    alpha = check_inputs(q, k, v, alpha, key_padding_mask)
+    return _TritonEntmaxAttention.apply(q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n)
