@@ -25,19 +25,25 @@ Forward, one program per (query block, batch·head):
 3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
    hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
-   when α needs a gradient, ``O_h = Σ h v`` with h = −p log p and ``Σ h`` (or, for α within ``1e-3``
-   of 1, ``Σ p log²p v`` and ``Σ p log²p`` for the α → 1 limit).
+   when α needs a gradient, the row vector G with ``∂ℓ/∂α = dO · G`` (see below).
 
 Backward (two programs per block: one over key blocks for dK, dV; one over query blocks for dQ; no
 atomics, deterministic) recomputes p from (m, t, l) and visits only the blocks the mask marks non-empty::
 
     dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
 
-and the per-row α gradient (guide §1) is assembled from the saved row vectors without touching the keys::
+and the α gradient needs no kernel at all: ``∂ℓ/∂α = Σ_rows dO · G`` per head.
 
-    ∂ℓ/∂α = dO·(O − Õ)/(α−1)² + (dO·O_h − δ Σh)/(α−1)   (α ≠ 1),   ½(−dO·O_{log²} + (dO·O) Σ p log²p)  (α → 1)
+α gradient without cancellation.  The guide's per-row formula
+``∂ℓ/∂α = (Σ dP p − δ)/(α−1)² + Σ (dP − δ) h/(α−1)`` subtracts two terms of size 1/(α−1) to get an O(1)
+result (float32 loses ~3 digits at α = 1.01).  With ε = α − 1, λ = log p, s = p^{1−ε} = p(1 + ε ẽ),
+ẽ = expm1(−ελ)/ε and φ̃ = (expm1(−ελ) + ελ)/ε², the same quantity is exactly::
 
-summed over batch and queries for each head.
+    ∂ℓ/∂α = [Φ̃ (dO·O) − dO·O_φ̃ − Ẽ (dO·O_λ) + Λ (dO·O_ẽ)] / (1 + εẼ),
+    O_u = Σ_j p_j u_j v_j,  Ũ = Σ_j p_j u_j  (u ∈ {ẽ, φ̃, λ}),
+
+where every term is O(1) and computed from series for small ελ; at ε = 0 it is the α → 1 limit
+½((dO·O) Σ pλ² − Σ dP pλ²) with no special case.  The forward folds it into one saved vector G.
 
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
@@ -67,8 +73,6 @@ __all__ = [
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAD_DIM = 128
 _MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
-_LIMIT_EPS = {torch.float64: 1e-6}  # below this distance of α to 1, ∂ℓ/∂α uses its α → 1 limit
-_LIMIT_EPS_DEFAULT = 1e-3  # float32 accumulation (also for float16/bfloat16 inputs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -118,6 +122,36 @@ def _unnormalised(z, ok, m, t, am1, is_soft):
     return pu, logpu, w, pos
 
 
+@triton.jit
+def _alpha_terms(p, lam, eps, inv_eps):
+    """Per-entry terms of ∂ℓ/∂α that stay accurate as ε = α − 1 → 0 (zero outside the support).
+
+    With λ = log p and x = −ελ ≥ 0: p ẽ = p·expm1(x)/ε and p φ̃ = p·(expm1(x) − x)/ε², i.e. −pλ·S₁(x) and
+    pλ²·S₂(x) with S₂(x) = Σ_{k≥2} x^{k−2}/k! and S₁ = 1 + x S₂ (series, x < 1/4: truncation < 1e-16); for x ≥ 1/4 (so ε > 0)
+    p ẽ = (p^{2−α} − p)/ε and p φ̃ = (p ẽ + pλ)/ε directly.  At ε = 0 they are −pλ and pλ²/2.
+    """
+    x = -eps * lam
+    small = x < 0.25
+    xs = tl.where(small, x, 0.0)
+    s2 = 1.0 / 479001600.0  # 1/12!
+    s2 = s2 * xs + 1.0 / 39916800.0
+    s2 = s2 * xs + 1.0 / 3628800.0
+    s2 = s2 * xs + 1.0 / 362880.0
+    s2 = s2 * xs + 1.0 / 40320.0
+    s2 = s2 * xs + 1.0 / 5040.0
+    s2 = s2 * xs + 1.0 / 720.0
+    s2 = s2 * xs + 1.0 / 120.0
+    s2 = s2 * xs + 1.0 / 24.0
+    s2 = s2 * xs + 1.0 / 6.0
+    s2 = s2 * xs + 0.5
+    s1 = 1.0 + xs * s2
+    pe_big = (tl.exp((1.0 - eps) * lam) - p) * inv_eps
+    pe = tl.where(small, -p * lam * s1, pe_big)
+    pf = tl.where(small, p * lam * lam * s2, (pe_big + p * lam) * inv_eps)
+    pos = p > 0.0
+    return tl.where(pos, pe, 0.0), tl.where(pos, pf, 0.0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------------------
@@ -126,12 +160,12 @@ def _unnormalised(z, ok, m, t, am1, is_soft):
 @triton.jit
 def _fwd_kernel(
     Q, K, V, KPM, ALPHA,
-    OUT, ROW_M, ROW_T, ROW_L, OT, ODIFF, OA, SA, BMASK, VISITS, ITERS,
+    OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
-    MAX_ITER: tl.constexpr, TOL: tl.constexpr, LIMIT_EPS: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr,
     ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -232,12 +266,14 @@ def _fwd_kernel(
     # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight
     inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
     ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
-    limit = am1 < LIMIT_EPS
+    inv_am1_0 = tl.where(am1 > 0.0, 1.0 / tl.where(am1 > 0.0, am1, 1.0), 0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_D), ACC)
-    acc_t = tl.zeros((BLOCK_M, BLOCK_D), ACC)
-    acc_a = tl.zeros((BLOCK_M, BLOCK_D), ACC)
-    st = zero
-    sa = zero
+    acc_t = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ s v (no α gradient) or Σ p ẽ v (α gradient)
+    acc_f = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ p φ̃ v
+    acc_l = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ p λ v
+    st = zero  # Σ s or Σ p ẽ
+    sf = zero  # Σ p φ̃
+    sl = zero  # Σ p λ
     for kb in range(0, kb_end):
         alive = tl.load(bmask_row + kb)
         if alive != 0:
@@ -254,18 +290,20 @@ def _fwd_kernel(
                 p = pu * inv_l[:, None]
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                 if NEED_GRAD:
-                    logp = logpu - ln_l[:, None]
-                    sp = tl.where(pos, tl.exp((1.0 - am1) * logp), 0.0)  # ∝ p^{2−α}
-                    acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
-                    st += tl.sum(sp, 1)
+                    lam = tl.where(pos, logpu - ln_l[:, None], 0.0)  # λ = log p on the support
                     if ALPHA_GRAD:
-                        if limit:
-                            wa = p * logp * logp
-                        else:
-                            wa = -p * logp
-                        wa = tl.where(pos, wa, 0.0)
-                        acc_a += tl.dot(wa.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
-                        sa += tl.sum(wa, 1)
+                        pe, pf = _alpha_terms(p, lam, am1, inv_am1_0)
+                        pl = p * lam
+                        acc_t += tl.dot(pe.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        acc_f += tl.dot(pf.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        acc_l += tl.dot(pl.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        st += tl.sum(pe, 1)
+                        sf += tl.sum(pf, 1)
+                        sl += tl.sum(pl, 1)
+                    else:
+                        sp = tl.where(pos, tl.exp((1.0 - am1) * lam), 0.0)  # s = p^{2−α}
+                        acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        st += tl.sum(sp, 1)
             else:
                 tl.store(bmask_row + kb, 0)
 
@@ -277,12 +315,17 @@ def _fwd_kernel(
     tl.store(ROW_T + rows, t, mask=row_ok)
     tl.store(ROW_L + rows, norm, mask=row_ok)
     if NEED_GRAD:
-        ot = acc_t / tl.where(st > 0.0, st, 1.0)[:, None]
-        tl.store(OT + od, ot, mask=od_mask)
         if ALPHA_GRAD:
-            tl.store(ODIFF + od, acc - ot, mask=od_mask)
-            tl.store(OA + od, acc_a, mask=od_mask)
-            tl.store(SA + rows, sa, mask=row_ok)
+            # S = Σ s = 1 + (α−1)Ẽ;  Õ = (O + (α−1) O_ẽ) / S;  ∂ℓ/∂α (row) = dO · G with
+            # G = (Φ̃ O − O_φ̃ − Ẽ O_λ + Λ O_ẽ) / S   (all terms O(1): no cancellation as α → 1)
+            ssum = 1.0 + am1 * st
+            inv_s = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, ssum, 1.0), 0.0)
+            ot = (acc + am1 * acc_t) * inv_s[:, None]
+            g = (sf[:, None] * acc - acc_f - st[:, None] * acc_l + sl[:, None] * acc_t) * inv_s[:, None]
+            tl.store(GA + od, g, mask=od_mask)
+        else:
+            ot = acc_t / tl.where(st > 0.0, st, 1.0)[:, None]
+        tl.store(OT + od, ot, mask=od_mask)
     tl.store(VISITS + bh * n_qb + pid_m, visits)
     tl.store(ITERS + bh * n_qb + pid_m, n_iter)
 
@@ -484,8 +527,8 @@ class EntmaxAttentionForward:
     ``out`` (B, H, Q, D) in the input dtype; per row (B, H, Q): ``row_max`` (m), ``threshold`` (t),
     ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
     True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
-    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde``, ``o_diff``,
-    ``o_alpha`` and ``s_alpha`` are the backward's accumulators (None when not requested).
+    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde`` (Õ, for δ)
+    and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward needs (None when not requested).
     """
 
     out: Tensor
@@ -496,9 +539,7 @@ class EntmaxAttentionForward:
     block_visits: Tensor
     newton_iters: Tensor
     o_tilde: Tensor | None
-    o_diff: Tensor | None
-    o_alpha: Tensor | None
-    s_alpha: Tensor | None
+    g_alpha: Tensor | None
     block_m: int
     block_n: int
 
@@ -580,9 +621,7 @@ def triton_entmax_attention_forward(
     row_l = torch.empty_like(row_m)
     dummy = torch.empty(1, dtype=acc, device=dev)
     o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
-    o_diff = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
-    o_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
-    s_a = torch.empty((B, H, Lq), dtype=acc, device=dev) if alpha_grad else None
+    g_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
     bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
     visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
@@ -592,36 +631,20 @@ def triton_entmax_attention_forward(
     _fwd_kernel[(n_qb, B * H)](
         q, k, v, kpm, alpha_k,
         out, row_m, row_t, row_l,
-        dummy if o_t is None else o_t, dummy if o_diff is None else o_diff,
-        dummy if o_a is None else o_a, dummy if s_a is None else s_a,
+        dummy if o_t is None else o_t, dummy if g_a is None else g_a,
         bmask, visits, iters,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), skpm,
         H, Lq, Lk, D, n_qb, n_kb, scale,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
-        LIMIT_EPS=_LIMIT_EPS.get(acc, _LIMIT_EPS_DEFAULT), ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
+        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
         num_warps=4 if D <= 64 else 8,
     )  # fmt: skip
     return EntmaxAttentionForward(
         out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
-        newton_iters=iters, o_tilde=o_t, o_diff=o_diff, o_alpha=o_a, s_alpha=s_a, block_m=bm, block_n=bn,
+        newton_iters=iters, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
     )  # fmt: skip
-
-
-def _alpha_grad_rows(do: Tensor, fwd: EntmaxAttentionForward, delta: Tensor, alpha: Tensor) -> Tensor:
-    """Per-head ∂ℓ/∂α (H,) from the saved row vectors (guide §1), summed over batch and queries."""
-    acc = delta.dtype
-    am1 = (alpha.detach().to(acc) - 1).view(1, -1, 1)  # (1, H, 1)
-    eps = _LIMIT_EPS.get(acc, _LIMIT_EPS_DEFAULT)
-    limit = am1 < eps
-    safe = torch.where(limit, torch.ones_like(am1), am1)
-    g_diff = (do * fwd.o_diff).sum(-1)  # dO·(O − Õ) = Σ dP p − δ, (B, H, Q)
-    g_a = (do * fwd.o_alpha).sum(-1)  # dO·O_h (general) or dO·O_{log²} (limit)
-    general = g_diff / safe**2 + (g_a - delta * fwd.s_alpha) / safe
-    g_o = g_diff + delta  # dO·O
-    lim = 0.5 * (-g_a + g_o * fwd.s_alpha)
-    return torch.where(limit, lim, general).sum((0, 2))
 
 
 class _TritonEntmaxAttention(torch.autograd.Function):
@@ -635,33 +658,35 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
             need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n,
         )  # fmt: skip
-        ctx.fwd = fwd
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        ctx.save_for_backward(q, k, v, alpha, key_padding_mask)
+        ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.save_for_backward(
+            q, k, v, alpha, key_padding_mask,
+            fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
+        )  # fmt: skip
         return fwd.out
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, alpha, key_padding_mask = ctx.saved_tensors
-        fwd: EntmaxAttentionForward = ctx.fwd
+        q, k, v, alpha, key_padding_mask, row_m, row_t, row_l, o_tilde, g_alpha, block_mask = ctx.saved_tensors
         q, k, v, do = (_last_dim_contiguous(x) for x in (q, k, v, do))
         B, H, Lq, D = q.shape
         Lk = k.shape[2]
         acc = _acc_dtype(q.dtype)
         dof = do.to(acc)
-        delta = (dof * fwd.o_tilde).sum(-1).contiguous()  # δ = Σ_j dP_ij p̃_ij, (B, H, Q)
+        delta = (dof * o_tilde).sum(-1).contiguous()  # δ = Σ_j dP_ij p̃_ij, (B, H, Q)
         dalpha = None
         if ctx.needs_input_grad[3]:
-            dalpha = _alpha_grad_rows(dof, fwd, delta, alpha).to(alpha.dtype)
+            dalpha = (dof * g_alpha).sum((0, 2, 3)).to(alpha.dtype)  # Σ over B, Q, D of dO·G: (H,)
         dq = dk = dv = None
         if any(ctx.needs_input_grad[:3]):
-            bm, bn = fwd.block_m, fwd.block_n
+            bm, bn = ctx.blocks
             bd = max(16, triton.next_power_of_2(D))
             n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
             alpha_k = alpha.detach().to(acc).contiguous()
-            bmask = fwd.block_mask.to(torch.int8)
+            bmask = block_mask.to(torch.int8)
             dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
             dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
             dv = torch.empty((B, H, Lk, D), dtype=v.dtype, device=q.device)
@@ -674,10 +699,9 @@ class _TritonEntmaxAttention(torch.autograd.Function):
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=4 if D <= 64 else 8,
             )  # fmt: skip
-            rows = (fwd.row_max, fwd.threshold, fwd.normaliser, delta)
+            rows = (row_m, row_t, row_l, delta)
             _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
             _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
-        ctx.fwd = None
         return dq, dk, dv, dalpha, None, None, None, None, None
 
 
