@@ -749,3 +749,54 @@ def triton_entmax_attention(
     """
     alpha = check_inputs(q, k, v, alpha, key_padding_mask)
     return _TritonEntmaxAttention.apply(q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n)
+
+
+def compile_kernels(
+    arch: int = 90, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64, *, alpha_grad: bool = True
+) -> dict[str, object]:
+    """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
+
+    Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
+    carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
+    ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
+    process where ``TRITON_INTERPRET`` was not set when this module was imported.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if _interpreted():
+        raise RuntimeError("compile_kernels needs the compiled kernels: import without TRITON_INTERPRET=1")
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+    io = names[dtype]
+    acc = names[_acc_dtype(dtype)]
+    bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
+    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype))
+    common["PREC"] = _precision(dtype)
+    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
+    int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}
+    specs = {
+        "forward": (_fwd_kernel, dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6)),
+        "backward_kv": (_bwd_kv_kernel, {}),
+        "backward_q": (_bwd_q_kernel, {}),
+    }
+    out = {}
+    for name, (fn, extra) in specs.items():
+        consts = {**common, **extra}
+        signature, constexprs = {}, {}
+        for i, arg in enumerate(fn.arg_names):
+            if arg in consts:
+                signature[arg] = "constexpr"
+                constexprs[(i,)] = consts[arg]
+            elif arg in int_ptrs:
+                signature[arg] = "*" + int_ptrs[arg]
+            elif arg in acc_ptrs:
+                signature[arg] = "*" + acc
+            elif arg in ("Q", "K", "V", "OUT", "DO", "DQ", "DK", "DV"):
+                signature[arg] = "*" + io
+            else:
+                signature[arg] = acc if arg == "scale" else "i32"
+        src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+        out[name] = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=_NUM_WARPS))
+    return out
