@@ -129,8 +129,8 @@ def _alpha_terms(p, lam, eps, inv_eps):
     """Per-entry terms of ∂ℓ/∂α that stay accurate as ε = α − 1 → 0 (zero outside the support).
 
     With λ = log p and x = −ελ ≥ 0: p ẽ = p·expm1(x)/ε and p φ̃ = p·(expm1(x) − x)/ε², i.e. −pλ·S₁(x) and
-    pλ²·S₂(x) with S₂(x) = Σ_{k≥2} x^{k−2}/k! and S₁ = 1 + x S₂ (series, x < 1/4: truncation < 1e-16); for x ≥ 1/4 (so ε > 0)
-    p ẽ = (p^{2−α} − p)/ε and p φ̃ = (p ẽ + pλ)/ε directly.  At ε = 0 they are −pλ and pλ²/2.
+    pλ²·S₂(x) with S₂(x) = Σ_{k≥2} x^{k−2}/k! and S₁ = 1 + x S₂ (series for x < 1/4, truncation < 1e-16);
+    for x ≥ 1/4 (so ε > 0) directly p ẽ = (p^{2−α} − p)/ε and p φ̃ = (p ẽ + pλ)/ε.  At ε = 0 they are −pλ and pλ²/2.
     """
     x = -eps * lam
     small = x < 0.25
@@ -209,7 +209,6 @@ def _fwd_kernel(
             ls = ls * tl.exp(m - m_safe) + tl.sum(tl.where(ok, tl.exp(z - m_safe[:, None]), 0.0), 1)
         m = m_new
         cnt += tl.sum(ok.to(tl.int32), 1)
-        tl.store(bmask_row + kb, 1)
         visits += 1
     for kb in range(kb_end, n_kb):  # above the causal diagonal: never visited
         tl.store(bmask_row + kb, 0)
@@ -492,6 +491,10 @@ def check_inputs(
         )
     if not 1 <= D <= MAX_HEAD_DIM:
         raise ValueError(f"head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        raise ValueError(f"sequence lengths must be >= 1, got Q = {q.shape[2]}, K = {k.shape[2]}")
+    if B * H > 65535:
+        raise ValueError(f"B·H must be <= 65535 (CUDA grid limit), got B = {B}, H = {H}")
     if q.device.type != "cuda" and not _interpreted():
         raise ValueError(
             f"the Triton entmax attention kernel needs CUDA tensors (got {q.device}); on CPU set "
@@ -611,13 +614,15 @@ def triton_entmax_attention_forward(
     alpha_grad: bool = False,
     block_m: int | None = None,
     block_n: int | None = None,
+    _checked: bool = False,
 ) -> EntmaxAttentionForward:
     """Run the forward kernel (no autograd) and return its outputs and statistics.
 
     ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
     ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
     """
-    alpha = check_inputs(q, k, v, alpha, key_padding_mask)
+    if not _checked:
+        alpha = check_inputs(q, k, v, alpha, key_padding_mask)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
@@ -636,10 +641,12 @@ def triton_entmax_attention_forward(
     dummy = torch.empty(1, dtype=acc, device=dev)
     o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
     g_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
-    bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
+    # starts all ones and only ever goes 1 → 0 inside a program, so a read that misses an earlier write of the
+    # same program (no barrier in between) can only cost an extra visit, never skip a live block
+    bmask = torch.ones((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
     visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
-    alpha_k = alpha.detach().to(acc).contiguous()
+    alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
     tol = 4 * torch.finfo(acc).eps
 
     _fwd_kernel[(n_qb, B * H)](
@@ -671,7 +678,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
             q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
-            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n,
+            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, _checked=True,
         )  # fmt: skip
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -693,14 +700,16 @@ class _TritonEntmaxAttention(torch.autograd.Function):
         delta = (dof * o_tilde).sum(-1).contiguous()  # δ = Σ_j dP_ij p̃_ij, (B, H, Q)
         dalpha = None
         if ctx.needs_input_grad[3]:
-            dalpha = (dof * g_alpha).sum((0, 2, 3)).to(alpha.dtype)  # Σ over B, Q, D of dO·G: (H,)
+            dalpha = (
+                (dof * g_alpha).sum((0, 2, 3)).to(device=alpha.device, dtype=alpha.dtype)
+            )  # Σ over B, Q, D of dO·G: (H,)
         dq = dk = dv = None
         if any(ctx.needs_input_grad[:3]):
             bm, bn = ctx.blocks
             bd = max(16, triton.next_power_of_2(D))
             n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
-            alpha_k = alpha.detach().to(acc).contiguous()
+            alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
             bmask = block_mask.to(torch.int8)
             dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
             dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
