@@ -1,0 +1,811 @@
+r"""Fused, block-sparse α-entmax attention in Triton, with a per-head α that may be learned.
+
+For queries q (B, H, Q, D), keys k and values v (B, H, K, D) and one α per head, computes::
+
+    z = scale · q kᵀ   (masked keys excluded),   P = α-entmax(z) row-wise,   out = P v
+
+without ever materialising the (Q × K) matrix P: memory is linear in the sequence length, plus a block mask
+of ``⌈Q/BLOCK_M⌉ × ⌈K/BLOCK_N⌉`` bytes per (batch, head).
+
+Threshold parameterisation.  With m the row maximum of z over attendable keys, α-entmax is
+``p_i = [1 + (α−1)(z_i − m − t)]₊^{1/(α−1)}`` for the scalar t ≥ 0 that makes Σ p = 1.  (This is the
+guide's ``p_i = [(α−1) z_i − τ]₊^{1/(α−1)}`` with ``τ = (α−1)(m + t) − 1``.)  Written this way,
+``log p_i = log1p((α−1)(z_i − m − t)) / (α−1)`` tends to ``z_i − m − t`` as α → 1, so α = 1.01 loses no
+precision in float32 and α = 1 is exactly softmax with t = log Σ exp(z − m).  The root lies in
+``t ∈ [0, (1 − n^{1−α})/(α−1)]`` (n attendable keys), the guide's bracket ``τ ∈ [−1, −n^{1−α}]`` (shifted).
+
+Forward, one program per (query block, batch·head):
+
+1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp);
+2. Newton on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1, started at the left end t = 0 of the bracket:
+   f is convex and decreasing there, so Newton climbs monotonically to the root; a step leaving the
+   current bracket (rounding) is replaced by bisection.  Each iteration is one pass over the key blocks; a
+   key block in which every weight is zero at the bracket's lower end is marked dead and never visited
+   again (the lower end only grows, so a dead block stays empty);
+3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
+   hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
+   ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
+   when α needs a gradient, the row vector G with ``∂ℓ/∂α = dO · G`` (see below).
+
+Backward (two programs per block: one over key blocks for dK, dV; one over query blocks for dQ; no
+atomics, deterministic) recomputes p from (m, t, l) and visits only the blocks the mask marks non-empty::
+
+    dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
+
+and the α gradient needs no kernel at all: ``∂ℓ/∂α = Σ_rows dO · G`` per head.
+
+α gradient without cancellation.  The guide's per-row formula
+``∂ℓ/∂α = (Σ dP p − δ)/(α−1)² + Σ (dP − δ) h/(α−1)`` subtracts two terms of size 1/(α−1) to get an O(1)
+result (float32 loses ~3 digits at α = 1.01).  With ε = α − 1, λ = log p, s = p^{1−ε} = p(1 + ε ẽ),
+ẽ = expm1(−ελ)/ε and φ̃ = (expm1(−ελ) + ελ)/ε², the same quantity is exactly::
+
+    ∂ℓ/∂α = [Φ̃ (dO·O) − dO·O_φ̃ − Ẽ (dO·O_λ) + Λ (dO·O_ẽ)] / (1 + εẼ),
+    O_u = Σ_j p_j u_j v_j,  Ũ = Σ_j p_j u_j  (u ∈ {ẽ, φ̃, λ}),
+
+where every term is O(1) and computed from series for small ελ; at ε = 0 it is the α → 1 limit
+½((dO·O) Σ pλ² − Σ dP pλ²) with no special case.  The forward folds it into one saved vector G.
+
+Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
+aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
+zero output row and zero gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = [
+    "triton_entmax_attention",
+    "triton_entmax_attention_forward",
+    "EntmaxAttentionForward",
+    "SUPPORTED_DTYPES",
+    "MAX_HEAD_DIM",
+    "check_inputs",
+]
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+MAX_HEAD_DIM = 128
+# 8 warps: no register spills for D ≤ 128 on sm_90 (checked with cuobjdump; 4 warps spill with the α gradient)
+_NUM_WARPS = 8
+_MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Triton helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) accurate for small |u| (Goldberg's trick: log(w)·u/(w − 1) with w = 1 + u), u > −1."""
+    w = 1.0 + u
+    dw = w - 1.0
+    return tl.where(dw == 0.0, u, tl.log(w) * (u / tl.where(dw == 0.0, 1.0, dw)))
+
+
+@triton.jit
+def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) boolean: query row in range, key in range, key not padded, causal order."""
+    ok = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
+    if HAS_KPM:
+        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)
+        ok = ok & (km[None, :] != 0)
+    if IS_CAUSAL:
+        ok = ok & (offs_n[None, :] <= offs_m[:, None])
+    return ok
+
+
+@triton.jit
+def _unnormalised(z, ok, m, t, am1, is_soft):
+    """Weights before normalisation and their natural log on one block.
+
+    Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
+    (meaningful only where pos), w = 1 + (α−1)(z − m − t) (1 where not pos) and pos = (pu > 0).
+    """
+    y = z - m[:, None] - t[:, None]
+    if is_soft:
+        pos = ok
+        logpu = tl.where(pos, y, 0.0)
+        w = y * 0.0 + 1.0
+    else:
+        u = am1 * y
+        pos = ok & (u > -1.0)
+        us = tl.where(pos, u, 0.0)
+        logpu = _log1p(us) / am1
+        w = 1.0 + us
+    pu = tl.where(pos, tl.exp(logpu), 0.0)
+    return pu, logpu, w, pos
+
+
+@triton.jit
+def _alpha_terms(p, lam, eps, inv_eps):
+    """Per-entry terms of ∂ℓ/∂α that stay accurate as ε = α − 1 → 0 (zero outside the support).
+
+    With λ = log p and x = −ελ ≥ 0: p ẽ = p·expm1(x)/ε and p φ̃ = p·(expm1(x) − x)/ε², i.e. −pλ·S₁(x) and
+    pλ²·S₂(x) with S₂(x) = Σ_{k≥2} x^{k−2}/k! and S₁ = 1 + x S₂ (series for x < 1/4, truncation < 1e-16);
+    for x ≥ 1/4 (so ε > 0) directly p ẽ = (p^{2−α} − p)/ε and p φ̃ = (p ẽ + pλ)/ε.  At ε = 0 they are −pλ and pλ²/2.
+    """
+    x = -eps * lam
+    small = x < 0.25
+    xs = tl.where(small, x, 0.0)
+    s2 = 1.0 / 479001600.0  # 1/12!
+    s2 = s2 * xs + 1.0 / 39916800.0
+    s2 = s2 * xs + 1.0 / 3628800.0
+    s2 = s2 * xs + 1.0 / 362880.0
+    s2 = s2 * xs + 1.0 / 40320.0
+    s2 = s2 * xs + 1.0 / 5040.0
+    s2 = s2 * xs + 1.0 / 720.0
+    s2 = s2 * xs + 1.0 / 120.0
+    s2 = s2 * xs + 1.0 / 24.0
+    s2 = s2 * xs + 1.0 / 6.0
+    s2 = s2 * xs + 0.5
+    s1 = 1.0 + xs * s2
+    pe_big = (tl.exp((1.0 - eps) * lam) - p) * inv_eps
+    pe = tl.where(small, -p * lam * s1, pe_big)
+    pf = tl.where(small, p * lam * lam * s2, (pe_big + p * lam) * inv_eps)
+    pos = p > 0.0
+    return tl.where(pos, pe, 0.0), tl.where(pos, pf, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, KPM, ALPHA,
+    OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < D
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :])
+    k_bh = K + b * skb + h * skh
+    v_bh = V + b * svb + h * svh
+    kpm_b = KPM + b * skpm
+    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb
+
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)  # d = 1/(α−1); unused for softmax heads
+
+    kb_end = n_kb
+    if IS_CAUSAL:
+        kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
+    visits = 0
+
+    # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only)
+    m = tl.full((BLOCK_M,), float("-inf"), ACC)
+    cnt = tl.zeros((BLOCK_M,), tl.int32)
+    ls = tl.zeros((BLOCK_M,), ACC)
+    for kb in range(0, kb_end):
+        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :])
+        z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
+        ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+        m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
+        if is_soft:
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            ls = ls * tl.exp(m - m_safe) + tl.sum(tl.where(ok, tl.exp(z - m_safe[:, None]), 0.0), 1)
+        m = m_new
+        cnt += tl.sum(ok.to(tl.int32), 1)
+        visits += 1
+    for kb in range(kb_end, n_kb):  # above the causal diagonal: never visited
+        tl.store(bmask_row + kb, 0)
+
+    has = cnt > 0
+    m = tl.where(has, m, 0.0)
+    one = tl.full((BLOCK_M,), 1.0, ACC)
+    zero = tl.zeros((BLOCK_M,), ACC)
+    n_iter = 0
+    if is_soft:
+        t = tl.where(has, tl.log(tl.where(has, ls, 1.0)), 0.0)
+        norm = tl.where(has, one, zero)
+    else:
+        # pass 2: Newton from the left end of the bracket [0, (1 − n^{1−α})/(α−1)], safeguarded by bisection
+        a = -am1 * tl.log(tl.maximum(cnt, 1).to(ACC))  # (1 − α) log n ≤ 0
+        e = tl.exp(a)
+        em1 = tl.where(e == 1.0, a, (e - 1.0) * a / tl.log(tl.where(e == 1.0, 0.5, e)))  # expm1(a)
+        hi = (-em1 * inv_am1) * 1.001 + 1e-6  # margin: rounding must not cut the root off
+        lo = zero
+        t = zero
+        norm = zero
+        done = (cnt == 0).to(tl.int32)
+        n_left = tl.sum(1 - done, 0)
+        while (n_left > 0) & (n_iter < MAX_ITER):
+            fsum = zero
+            gsum = zero
+            for kb in range(0, kb_end):
+                alive = tl.load(bmask_row + kb)
+                if alive != 0:
+                    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+                    k = tl.load(
+                        k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :]
+                    )
+                    z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+                    ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+                    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+                    fsum += tl.sum(pu, 1)
+                    gsum += tl.sum(tl.where(pos, pu / w, 0.0), 1)  # Σ r^{d−1} = −f'(t)
+                    live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
+                    if live == 0:  # empty at the bracket's lower end, hence at every later t
+                        tl.store(bmask_row + kb, 0)
+                    visits += 1
+            f = fsum - 1.0
+            lo = tl.where(f > 0.0, t, lo)
+            hi = tl.where(f < 0.0, t, hi)
+            t_new = t + f / tl.where(gsum > 0.0, gsum, 1.0)
+            t_new = tl.where((t_new > lo) & (t_new < hi), t_new, 0.5 * (lo + hi))
+            small = tl.abs(t_new - t) <= TOL * (1.0 + tl.abs(t))
+            final = (done != 0) | (f == 0.0) | small | (n_iter == MAX_ITER - 1)
+            norm = tl.where(final & (done == 0), fsum, norm)  # Σ p at the t we keep
+            t = tl.where(final, t, t_new)
+            done = final.to(tl.int32)
+            n_left = tl.sum(1 - done, 0)
+            n_iter += 1
+
+    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight
+    inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
+    ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
+    inv_am1_0 = tl.where(am1 > 0.0, 1.0 / tl.where(am1 > 0.0, am1, 1.0), 0.0)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    acc_t = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ s v (no α gradient) or Σ p ẽ v (α gradient)
+    acc_f = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ p φ̃ v
+    acc_l = tl.zeros((BLOCK_M, BLOCK_D), ACC)  # Σ p λ v
+    st = zero  # Σ s or Σ p ẽ
+    sf = zero  # Σ p φ̃
+    sl = zero  # Σ p λ
+    for kb in range(0, kb_end):
+        alive = tl.load(bmask_row + kb)
+        if alive != 0:
+            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+            k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+            ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+            nonzero = tl.sum(pos.to(tl.int32))
+            visits += 1
+            if nonzero > 0:
+                v = tl.load(v_bh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+                p = pu * inv_l[:, None]
+                acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                if NEED_GRAD:
+                    lam = tl.where(pos, logpu - ln_l[:, None], 0.0)  # λ = log p on the support
+                    if ALPHA_GRAD:
+                        pe, pf = _alpha_terms(p, lam, am1, inv_am1_0)
+                        pl = p * lam
+                        acc_t += tl.dot(pe.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        acc_f += tl.dot(pf.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        acc_l += tl.dot(pl.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        st += tl.sum(pe, 1)
+                        sf += tl.sum(pf, 1)
+                        sl += tl.sum(pl, 1)
+                    else:
+                        sp = tl.where(pos, tl.exp((1.0 - am1) * lam), 0.0)  # s = p^{2−α}
+                        acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
+                        st += tl.sum(sp, 1)
+            else:
+                tl.store(bmask_row + kb, 0)
+
+    rows = bh * Lq + offs_m
+    od = rows[:, None] * D + offs_d[None, :]
+    od_mask = row_ok[:, None] & d_ok[None, :]
+    tl.store(OUT + od, acc.to(OUT.dtype.element_ty), mask=od_mask)
+    tl.store(ROW_M + rows, m, mask=row_ok)
+    tl.store(ROW_T + rows, t, mask=row_ok)
+    tl.store(ROW_L + rows, norm, mask=row_ok)
+    if NEED_GRAD:
+        if ALPHA_GRAD:
+            # S = Σ s = 1 + (α−1)Ẽ;  Õ = (O + (α−1) O_ẽ) / S;  ∂ℓ/∂α (row) = dO · G with
+            # G = (Φ̃ O − O_φ̃ − Ẽ O_λ + Λ O_ẽ) / S   (all terms O(1): no cancellation as α → 1)
+            ssum = 1.0 + am1 * st
+            inv_s = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, ssum, 1.0), 0.0)
+            ot = (acc + am1 * acc_t) * inv_s[:, None]
+            g = (sf[:, None] * acc - acc_f - st[:, None] * acc_l + sl[:, None] * acc_t) * inv_s[:, None]
+            tl.store(GA + od, g, mask=od_mask)
+        else:
+            ot = acc_t / tl.where(st > 0.0, st, 1.0)[:, None]
+        tl.store(OT + od, ot, mask=od_mask)
+    tl.store(VISITS + bh * n_qb + pid_m, visits)
+    tl.store(ITERS + bh * n_qb + pid_m, n_iter)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_block(
+    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
+    z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+    ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+    p = pu * inv_l[:, None]
+    s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
+    dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
+    dz = s * (dp - delta[:, None])
+    return p, dz
+
+
+@triton.jit
+def _load_rows(ROW_M, ROW_T, ROW_L, DELTA, rows, row_ok):
+    m = tl.load(ROW_M + rows, mask=row_ok, other=0.0)
+    t = tl.load(ROW_T + rows, mask=row_ok, other=0.0)
+    norm = tl.load(ROW_L + rows, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + rows, mask=row_ok, other=0.0)
+    inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
+    ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
+    return m, t, inv_l, ln_l, delta
+
+
+@triton.jit
+def _bwd_kv_kernel(
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    kb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+    kpm_b = KPM + b * skpm
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    dk = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    qb_start = 0
+    if IS_CAUSAL:
+        qb_start = (kb * BLOCK_N) // BLOCK_M
+    for qb in range(qb_start, n_qb):
+        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
+        if nonempty != 0:
+            offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+            row_ok = offs_m < Lq
+            qd_mask = row_ok[:, None] & d_ok[None, :]
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
+            do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+            m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
+            p, dz = _bwd_block(
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                HAS_KPM, IS_CAUSAL, ACC, PREC,
+            )  # fmt: skip
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
+            dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
+    od = (bh * Lk + offs_n)[:, None] * D + offs_d[None, :]
+    tl.store(DK + od, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(DV + od, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _bwd_q_kernel(
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DQ,
+    sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
+    H, Lq, Lk, D, n_qb, n_kb, scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < Lq
+    d_ok = offs_d < D
+    qd_mask = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+    m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
+    kpm_b = KPM + b * skpm
+    alpha = tl.load(ALPHA + h)
+    am1 = alpha - 1.0
+    is_soft = am1 == 0.0
+    dq = tl.zeros((BLOCK_M, BLOCK_D), ACC)
+    kb_end = n_kb
+    if IS_CAUSAL:
+        kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(qb * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
+    for kb in range(0, kb_end):
+        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
+        if nonempty != 0:
+            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+            p, dz = _bwd_block(
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                HAS_KPM, IS_CAUSAL, ACC, PREC,
+            )  # fmt: skip
+            dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
+    od = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
+    tl.store(DQ + od, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Python side: validation, launch, autograd
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _interpreted() -> bool:
+    """True when the kernels were built for the Triton interpreter (``TRITON_INTERPRET=1`` at import)."""
+    return not hasattr(_fwd_kernel, "run") or type(_fwd_kernel).__name__ == "InterpretedFunction"
+
+
+def check_inputs(
+    q: Tensor, k: Tensor, v: Tensor, alpha: Tensor | float, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """Validate the inputs of :func:`triton_entmax_attention`; return α as a tensor of shape (H,).
+
+    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  Checking that every α
+    lies in [1, 2] reads α on the host (one device synchronisation).
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must have shape (B, H, L, D), got {tuple(x.shape)}")
+        if x.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    B, H, _, D = q.shape
+    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
+        raise ValueError(
+            f"expected q (B, H, Q, D), k and v (B, H, K, D) with the same B, H, D; "
+            f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D must be in [1, {MAX_HEAD_DIM}], got {D}")
+    if q.shape[2] == 0 or k.shape[2] == 0:
+        raise ValueError(f"sequence lengths must be >= 1, got Q = {q.shape[2]}, K = {k.shape[2]}")
+    if B * H > 65535:
+        raise ValueError(f"B·H must be <= 65535 (CUDA grid limit), got B = {B}, H = {H}")
+    if q.device.type != "cuda" and not _interpreted():
+        raise ValueError(
+            f"the Triton entmax attention kernel needs CUDA tensors (got {q.device}); on CPU set "
+            "TRITON_INTERPRET=1 before importing adasparse.kernels (slow, for tests) or use the reference path"
+        )
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
+            got = key_padding_mask.dtype if isinstance(key_padding_mask, Tensor) else type(key_padding_mask).__name__
+            raise TypeError(f"key_padding_mask must be a bool tensor (True = real key), got {got}")
+        if tuple(key_padding_mask.shape) != (B, k.shape[2]):
+            raise ValueError(
+                f"key_padding_mask must have shape (B, K) = {(B, k.shape[2])}, got {tuple(key_padding_mask.shape)}"
+            )
+    if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        alpha = torch.full((H,), float(alpha), dtype=torch.float32, device=q.device)
+    if not isinstance(alpha, Tensor):
+        raise TypeError(f"alpha must be a float or a tensor of shape (H,) = ({H},), got {type(alpha).__name__}")
+    if not alpha.is_floating_point():
+        raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+    if alpha.numel() == 1 and alpha.dim() <= 1:
+        alpha = alpha.reshape(1).expand(H)
+    if tuple(alpha.shape) != (H,):
+        raise ValueError(f"alpha must have shape (H,) = ({H},) or be a scalar, got {tuple(alpha.shape)}")
+    a = alpha.detach()
+    bad = ~((a >= 1) & (a <= 2))
+    if bool(bad.any()):
+        raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {a.tolist()}")
+    return alpha
+
+
+@dataclass(frozen=True)
+class EntmaxAttentionForward:
+    """Everything the forward kernel produces.
+
+    ``out`` (B, H, Q, D) in the input dtype; per row (B, H, Q): ``row_max`` (m), ``threshold`` (t),
+    ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
+    True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
+    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde`` (Õ, for δ)
+    and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward needs (None when not requested).
+    """
+
+    out: Tensor
+    row_max: Tensor
+    threshold: Tensor
+    normaliser: Tensor
+    block_mask: Tensor
+    block_visits: Tensor
+    newton_iters: Tensor
+    o_tilde: Tensor | None
+    g_alpha: Tensor | None
+    block_m: int
+    block_n: int
+    reachable_blocks: int
+
+    @property
+    def empty_block_fraction(self) -> float:
+        """Fraction of the reachable (query block, key block) tiles with no non-zero weight.
+
+        Reachable: all tiles, or with ``is_causal`` those not entirely above the diagonal (which no kernel visits).
+        """
+        B, H = self.block_mask.shape[:2]
+        return 1.0 - self.block_mask.sum().item() / (B * H * self.reachable_blocks or 1)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _tl_dtype(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32/fp64 inputs: exact products (no TF32); half inputs use tensor cores regardless
+    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+
+
+def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) -> tuple[int, int, int]:
+    bd = max(16, triton.next_power_of_2(D))
+    bm = block_m or (64 if D <= 64 else 32)
+    bn = block_n or 64
+    for name, b in (("block_m", bm), ("block_n", bn)):
+        if b < 16 or b & (b - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {b}")
+    return bm, bn, bd
+
+
+def _reachable_blocks(Lq: int, Lk: int, bm: int, bn: int, is_causal: bool) -> int:
+    """Number of (query block, key block) tiles a program may visit (the kernels' loop bounds)."""
+    n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
+    if not is_causal:
+        return n_qb * n_kb
+    return sum(min(n_kb, triton.cdiv(min((i + 1) * bm, Lq), bn)) for i in range(n_qb))
+
+
+def _kpm_arg(key_padding_mask: Tensor | None, q: Tensor) -> tuple[Tensor, int, bool]:
+    if key_padding_mask is None:
+        return torch.empty(1, dtype=torch.int8, device=q.device), 0, False
+    kpm = key_padding_mask.to(torch.int8).contiguous()  # (B, K)
+    return kpm, kpm.stride(0), True
+
+
+def _last_dim_contiguous(x: Tensor) -> Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def triton_entmax_attention_forward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor | float,
+    *,
+    key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    need_grad: bool = False,
+    alpha_grad: bool = False,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    _checked: bool = False,
+) -> EntmaxAttentionForward:
+    """Run the forward kernel (no autograd) and return its outputs and statistics.
+
+    ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
+    ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
+    """
+    if not _checked:
+        alpha = check_inputs(q, k, v, alpha, key_padding_mask)
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    B, H, Lq, D = q.shape
+    Lk = k.shape[2]
+    bm, bn, bd = _blocks(Lq, Lk, D, block_m, block_n)
+    n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
+    acc = _acc_dtype(q.dtype)
+    dev = q.device
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    need_grad = need_grad or alpha_grad
+    kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
+
+    out = torch.empty((B, H, Lq, D), dtype=q.dtype, device=dev)
+    row_m = torch.empty((B, H, Lq), dtype=acc, device=dev)
+    row_t = torch.empty_like(row_m)
+    row_l = torch.empty_like(row_m)
+    dummy = torch.empty(1, dtype=acc, device=dev)
+    o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
+    g_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
+    # starts all ones and only ever goes 1 → 0 inside a program, so a read that misses an earlier write of the
+    # same program (no barrier in between) can only cost an extra visit, never skip a live block
+    bmask = torch.ones((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
+    visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
+    iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
+    alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
+    tol = 4 * torch.finfo(acc).eps
+
+    _fwd_kernel[(n_qb, B * H)](
+        q, k, v, kpm, alpha_k,
+        out, row_m, row_t, row_l,
+        dummy if o_t is None else o_t, dummy if g_a is None else g_a,
+        bmask, visits, iters,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), skpm,
+        H, Lq, Lk, D, n_qb, n_kb, scale,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
+        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
+        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
+        num_warps=_NUM_WARPS,
+    )  # fmt: skip
+    return EntmaxAttentionForward(
+        out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
+        newton_iters=iters, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
+        reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal),
+    )  # fmt: skip
+
+
+class _TritonEntmaxAttention(torch.autograd.Function):
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles) → out, with gradients for q, k, v and α."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n):
+        need_qkv = any(ctx.needs_input_grad[:3])
+        alpha_grad = bool(ctx.needs_input_grad[3])
+        fwd = triton_entmax_attention_forward(
+            q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
+            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, _checked=True,
+        )  # fmt: skip
+        ctx.is_causal = bool(is_causal)
+        ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+        ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.save_for_backward(
+            q, k, v, alpha, key_padding_mask,
+            fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
+        )  # fmt: skip
+        return fwd.out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, alpha, key_padding_mask, row_m, row_t, row_l, o_tilde, g_alpha, block_mask = ctx.saved_tensors
+        q, k, v, do = (_last_dim_contiguous(x) for x in (q, k, v, do))
+        B, H, Lq, D = q.shape
+        Lk = k.shape[2]
+        acc = _acc_dtype(q.dtype)
+        dof = do.to(acc)
+        delta = (dof * o_tilde).sum(-1).contiguous()  # δ = Σ_j dP_ij p̃_ij, (B, H, Q)
+        dalpha = None
+        if ctx.needs_input_grad[3]:
+            dalpha = (
+                (dof * g_alpha).sum((0, 2, 3)).to(device=alpha.device, dtype=alpha.dtype)
+            )  # Σ over B, Q, D of dO·G: (H,)
+        dq = dk = dv = None
+        if any(ctx.needs_input_grad[:3]):
+            bm, bn = ctx.blocks
+            bd = max(16, triton.next_power_of_2(D))
+            n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
+            kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
+            alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
+            bmask = block_mask.to(torch.int8)
+            dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
+            dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
+            dv = torch.empty((B, H, Lk, D), dtype=v.dtype, device=q.device)
+            common = (
+                q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2), skpm,
+                H, Lq, Lk, D, n_qb, n_kb, ctx.scale,
+            )  # fmt: skip
+            meta = dict(
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
+                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
+            )  # fmt: skip
+            rows = (row_m, row_t, row_l, delta)
+            _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
+            _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
+        return dq, dk, dv, dalpha, None, None, None, None, None
+
+
+def triton_entmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Tensor | float,
+    *,
+    key_padding_mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> Tensor:
+    r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
+
+    Args:
+        q: (B, H, Q, D); k, v: (B, H, K, D); one dtype among float16, bfloat16, float32, float64;
+            1 ≤ D ≤ 128; CUDA tensors (CPU only under ``TRITON_INTERPRET=1``).
+        alpha: one α per head, a tensor (H,) (or a scalar / float, broadcast to all heads) with values in
+            [1, 2]; 1 = softmax, 2 = sparsemax.  Gradients flow to it when it requires grad.
+        key_padding_mask: optional bool (B, K), True = real key (ragged lengths).
+        is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
+        scale: multiplies q kᵀ; default 1/√D.
+        block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+
+    Returns:
+        out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
+    """
+    alpha = check_inputs(q, k, v, alpha, key_padding_mask)
+    return _TritonEntmaxAttention.apply(q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n)
+
+
+def compile_kernels(
+    arch: int = 90, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64, *, alpha_grad: bool = True
+) -> dict[str, object]:
+    """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
+
+    Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
+    carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
+    ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
+    process where ``TRITON_INTERPRET`` was not set when this module was imported.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if _interpreted():
+        raise RuntimeError("compile_kernels needs the compiled kernels: import without TRITON_INTERPRET=1")
+    if dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}, got {dtype}")
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+    io = names[dtype]
+    acc = names[_acc_dtype(dtype)]
+    bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
+    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype))
+    common["PREC"] = _precision(dtype)
+    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
+    int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}
+    specs = {
+        "forward": (_fwd_kernel, dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6)),
+        "backward_kv": (_bwd_kv_kernel, {}),
+        "backward_q": (_bwd_q_kernel, {}),
+    }
+    out = {}
+    for name, (fn, extra) in specs.items():
+        consts = {**common, **extra}
+        signature, constexprs = {}, {}
+        for i, arg in enumerate(fn.arg_names):
+            if arg in consts:
+                signature[arg] = "constexpr"
+                constexprs[(i,)] = consts[arg]
+            elif arg in int_ptrs:
+                signature[arg] = "*" + int_ptrs[arg]
+            elif arg in acc_ptrs:
+                signature[arg] = "*" + acc
+            elif arg in ("Q", "K", "V", "OUT", "DO", "DQ", "DK", "DV"):
+                signature[arg] = "*" + io
+            else:
+                signature[arg] = acc if arg == "scale" else "i32"
+        src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+        out[name] = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=_NUM_WARPS))
+    return out
