@@ -6,7 +6,7 @@
 
 PYTHON ?= python3
 TORCH  ?= torch==2.13.0
-EXTRAS ?= toolkit,demo,dev,hf
+EXTRAS ?= toolkit,demo,dev,hf,gpu
 comma  := ,
 VENV   := .venv
 PY     := $(VENV)/bin/python

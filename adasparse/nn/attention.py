@@ -290,3 +290,12 @@ def entmax_attention(
         raise RuntimeError(f"attention backend {backend!r} returned no probabilities although need_probs=True")
     a_used = a.detach() if isinstance(a, Tensor) else torch.tensor(a)
     return out, AttentionStats(probs=probs, support=(probs > 0).sum(-1), alpha=a_used)
+
+
+def _register_triton() -> None:
+    from ..kernels.dispatch import triton_backend, triton_supports
+
+    register_attention_backend("triton", triton_backend, supports=triton_supports)
+
+
+_register_triton()
