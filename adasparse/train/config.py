@@ -34,6 +34,10 @@ class TrainConfig:
     (``softmax``/``sparsemax``/``entmax15``/``learned``/α), and ``model`` overrides of any
     :class:`adasparse.models.Seq2SeqConfig` field.
 
+    ``data_world_size`` (default: the number of processes) makes the batch schedule of that many ranks; a
+    single process with ``data_world_size=W`` and ``accum_steps=W`` sees, step by step, the same global
+    batches as ``W`` processes with ``accum_steps=1``.
+
     Optimisation (the paper's OpenNMT-py set-up): AdamW with β = (0.9, 0.98), inverse-square-root
     schedule with linear ``warmup_steps``, label smoothing, gradient clipping, accumulation.
     """
@@ -81,6 +85,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"
     num_threads: int | None = None
+    data_world_size: int | None = None
 
     def __post_init__(self):
         if self.tokenizer not in _TOKENIZERS:

@@ -51,7 +51,12 @@ def cleanup_distributed() -> None:
 
 
 def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``x`` over all ranks (no-op in one process)."""
-    if info.enabled:
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    """Sum ``x`` over all ranks (no-op in one process); NCCL needs it on the GPU, the result comes back to x's device."""
+    if not info.enabled:
+        return x
+    if dist.get_backend() == "nccl" and not x.is_cuda:
+        y = x.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y.to(x.device)
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x

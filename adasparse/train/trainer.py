@@ -19,6 +19,7 @@ their global count, so ``W`` ranks compute the same gradient as one process accu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,9 +176,12 @@ class _Trainer:
         )
         if dropped:
             self._print(f"dropped {dropped} training pairs longer than {cfg.max_tokens_per_sentence} tokens")
+        dws = cfg.data_world_size or self.dist.world_size
+        if self.dist.enabled and dws != self.dist.world_size:
+            raise ValueError(f"data_world_size={dws} must equal the number of processes ({self.dist.world_size})")
         self.batcher = TokenBatcher(
-            src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
-            pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
+            src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
+            world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
         )  # fmt: skip
         self.valid = valid_corpus
         if valid_corpus is not None:
@@ -273,7 +277,8 @@ class _Trainer:
             yield from self.batcher
 
     def _train_step(self, micro: list) -> tuple[float, int, int]:
-        """One optimizer update over ``micro`` batches; returns (summed loss, label tokens, all tokens)."""
+        """One optimizer update over ``micro`` batches; returns (summed loss, label tokens, all tokens) over
+        every rank."""
         model = self.ddp or self.model
         model.train()
         pad = self.model_config.pad_id
@@ -302,7 +307,8 @@ class _Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, n_local, n_all
+        sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
+        return float(sums[0]), n_global, int(sums[1])
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -389,7 +395,7 @@ class _Trainer:
                     "epoch": self.batcher.epoch,
                     "loss": win_loss / max(win_tok, 1),
                     "lr": self.scheduler.get_last_lr()[0],
-                    "tokens_per_s": win_all * self.dist.world_size / max(dt, 1e-9),
+                    "tokens_per_s": win_all / max(dt, 1e-9),
                     "alpha": _alpha_record(self.model),
                     "time": round(self.elapsed, 2),
                 }
@@ -407,6 +413,14 @@ class _Trainer:
                 break
         if self._saved_step != self.step:
             self._validate_and_save()
+        if self.dist.enabled:  # every rank must hold the same weights: record their checksums
+            h = hashlib.sha256()
+            for p in self.model.parameters():
+                h.update(p.detach().cpu().contiguous().numpy().tobytes())
+            mine = torch.tensor([int(h.hexdigest()[:15], 16)], dtype=torch.int64, device=self.device)
+            every = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(every, mine)
+            self.logger.log({"kind": "final", "step": self.step, "rank_weight_hashes": [int(x) for x in every]})
         if pbar is not None:
             pbar.close()
         self.logger.close()
@@ -429,7 +443,7 @@ class _Trainer:
         self._save(value)
         stop = self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
         if self.dist.enabled:
-            flag = torch.tensor(float(stop))
+            flag = torch.tensor([float(stop)], device=self.device)
             torch.distributed.broadcast(flag, 0)
             stop = bool(flag.item())
         return stop

@@ -1,0 +1,201 @@
+"""The training loop end to end: train → checkpoint → translate → evaluate, exact resume after SIGKILL, DDP."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adasparse.cli import main as cli_main
+from adasparse.train.checkpoint import CheckpointManager, load_checkpoint
+from adasparse.train.config import TrainConfig
+from adasparse.train.logger import read_log
+from adasparse.train.trainer import load_model, train
+
+ROOT = Path(__file__).resolve().parents[2]
+MULTI30K = ROOT / ".." / "shared" / "data" / "multi30k"
+
+
+def _toy_corpus(folder: Path, n_train=240, n_valid=24, seed=0) -> Path:
+    """A reverse-the-symbols task as a corpus folder (train/valid/test, languages 'in'/'out')."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghij"
+
+    def pairs(n):
+        out = []
+        for _ in range(n):
+            w = [rng.choice(letters) for _ in range(rng.randint(2, 7))]
+            out.append((" ".join(w), " ".join(reversed(w))))
+        return out
+
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_valid)):
+        p = pairs(n)
+        (folder / f"{split}.in").write_text("".join(s + "\n" for s, _ in p))
+        (folder / f"{split}.out").write_text("".join(t + "\n" for _, t in p))
+    return folder
+
+
+def _toy_config(data: Path, **kw) -> TrainConfig:
+    base = dict(
+        data_dir=str(data),
+        src_lang="in",
+        tgt_lang="out",
+        tokenizer="whitespace",
+        preset="tiny",
+        attention="learned",
+        model={"dropout": 0.1, "max_len": 32},
+        lr=3e-3,
+        warmup_steps=10,
+        batch_tokens=120,
+        max_steps=12,
+        valid_every=4,
+        valid_max_sentences=8,
+        metric="wer",
+        log_every=2,
+        keep_last=5,
+        seed=3,
+        num_threads=1,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model_state
+
+
+def test_train_logs_alpha_and_checkpoints(tmp_path):
+    data = _toy_corpus(tmp_path / "data")
+    res = train(_toy_config(data), tmp_path / "run", quiet=True)
+    assert res.step == 12
+    log = read_log(tmp_path / "run" / "log.jsonl")
+    train_recs = [r for r in log if r["kind"] == "train"]
+    assert [r["step"] for r in train_recs] == [2, 4, 6, 8, 10, 12]
+    for r in train_recs:  # every head's α at every logging step
+        assert set(r["alpha"]) == {"enc_self", "dec_self", "context"}
+        assert all(len(layer) == 2 for layer in r["alpha"]["enc_self"])  # tiny: 2 heads
+        assert r["tokens_per_s"] > 0 and r["lr"] > 0
+    assert [r["step"] for r in log if r["kind"] == "valid"] == [4, 8, 12]
+    assert log[0]["kind"] == "init" and log[0]["step"] == 0
+    ckpts = CheckpointManager(tmp_path / "run", create=False).checkpoints()
+    assert [p.name for p in ckpts] == ["step_00000004", "step_00000008", "step_00000012"]
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    model, toks, ckpt = load_model(tmp_path / "run")
+    assert ckpt.path == res.best_checkpoint
+    assert toks.src.vocab_size == model.config.src_vocab_size
+
+
+def _kill_after_checkpoint(cmd, run_dir: Path, env) -> None:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if (run_dir / "checkpoints" / "latest.json").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
+def test_resume_after_sigkill_gives_identical_weights(tmp_path):
+    data = _toy_corpus(tmp_path / "data")
+    cfg = _toy_config(data, max_steps=16)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    full = train(cfg, tmp_path / "full", quiet=True)
+
+    run = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "adasparse", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(run)]
+    _kill_after_checkpoint(cmd, run, env)
+    killed_at = CheckpointManager(run, create=False).latest()
+    assert killed_at is not None and int(killed_at.name[5:]) < 16
+    resumed = train(cfg, run, resume=True, quiet=True)
+    assert resumed.step == full.step == 16
+
+    a, b = _weights(full.run_dir / "checkpoints" / "step_00000016"), _weights(run / "checkpoints" / "step_00000016")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # the log of the resumed run equals the uninterrupted one (apart from timings)
+    strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in recs]  # noqa: E731
+    assert strip(read_log(run / "log.jsonl")) == strip(read_log(full.run_dir / "log.jsonl"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+    data = _toy_corpus(tmp_path / "data")
+    cfg = _toy_config(data, max_steps=6, valid_every=6, log_every=1, model={"dropout": 0.0, "max_len": 32})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "adasparse", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "ddp"), "--quiet",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single = train(cfg.with_overrides({"accum_steps": 2, "data_world_size": 2}), tmp_path / "single", quiet=True)
+
+    ddp_log, one_log = read_log(tmp_path / "ddp" / "log.jsonl"), read_log(tmp_path / "single" / "log.jsonl")
+    final = [r for r in ddp_log if r["kind"] == "final"]
+    assert len(final) == 1 and len(set(final[0]["rank_weight_hashes"])) == 1  # both ranks hold identical weights
+    ddp_loss = [r["loss"] for r in ddp_log if r["kind"] == "train"]
+    one_loss = [r["loss"] for r in one_log if r["kind"] == "train"]
+    assert len(ddp_loss) == len(one_loss) == 6
+    assert ddp_loss == pytest.approx(one_loss, rel=1e-5)
+    a, b = _weights(tmp_path / "ddp" / "checkpoints" / "step_00000006"), _weights(single.best_checkpoint)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_multi30k_train_translate_evaluate(tmp_path, capsys):
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip(f"Multi30k not found at {MULTI30K} (../shared/data/multi30k): end-to-end test skipped")
+    cfg = TrainConfig(
+        data_dir=str(MULTI30K),
+        src_lang="de",
+        tgt_lang="en",
+        tokenizer="bpe",
+        vocab_size=600,
+        max_pairs=300,
+        preset="tiny",
+        attention="learned",
+        model={"max_len": 96},
+        lr=3e-3,
+        warmup_steps=10,
+        batch_tokens=800,
+        max_steps=10,
+        valid_every=10,
+        valid_max_sentences=10,
+        metric="bleu",
+        log_every=5,
+        num_threads=1,
+    )
+    res = train(cfg, tmp_path / "run", quiet=True)
+    assert res.step == 10 and {"bleu", "chrf", "valid_loss"} <= set(res.last_metrics)
+    src = tmp_path / "src.de"
+    ref = tmp_path / "ref.en"
+    import gzip
+
+    with gzip.open(MULTI30K / "test_2016_flickr.de.gz", "rt") as f:
+        src.write_text("".join(next(f) for _ in range(12)))
+    with gzip.open(MULTI30K / "test_2016_flickr.en.gz", "rt") as f:
+        ref.write_text("".join(next(f) for _ in range(12)))
+    hyp = tmp_path / "hyp.en"
+    rc = cli_main(
+        ["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(src), "--output", str(hyp), "--beam", "2"]
+    )
+    assert rc == 0
+    assert len(hyp.read_text().splitlines()) == 12
+    rc = cli_main(["evaluate", "--hyp", str(hyp), "--ref", str(ref)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "BLEU" in printed and "chrF" in printed and "nrefs:1" in printed  # sacreBLEU's signature
