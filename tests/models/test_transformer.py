@@ -92,6 +92,7 @@ def _perturb_norms(model):
                 m.bias.uniform_(-0.2, 0.2)
 
 
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
 def test_softmax_model_matches_torch_transformer():
     model = _model("softmax", share_embeddings="none")
     _perturb_norms(model)
@@ -111,7 +112,7 @@ def test_softmax_model_matches_torch_transformer():
     scale = math.sqrt(c.d_model)
     xs = model.src_embed(src) * scale + model.positions(src.shape[1])
     xt = model.tgt_embed(tgt) * scale + model.positions(tgt.shape[1])
-    causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+    causal = torch.ones(tgt.shape[1], tgt.shape[1], dtype=torch.bool).triu(1)  # torch: True = masked
     with torch.no_grad():
         h = ref(
             xs,
@@ -147,7 +148,7 @@ def test_post_norm_layers_match_torch_layers():
         torch.testing.assert_close(
             enc(mem, pad)[0][pad], ref_enc(mem, src_key_padding_mask=~pad)[pad], atol=1e-5, rtol=1e-5
         )
-        causal = nn.Transformer.generate_square_subsequent_mask(5)
+        causal = torch.ones(5, 5, dtype=torch.bool).triu(1)  # torch: True = masked
         expected = ref_dec(x, mem, tgt_mask=causal, memory_key_padding_mask=~pad, tgt_is_causal=True)
         torch.testing.assert_close(dec(x, None, mem, pad)[0], expected, atol=1e-5, rtol=1e-5)
 
@@ -464,6 +465,13 @@ def test_share_embeddings_parameter_counts_and_summary():
     assert counts["decoder"] - counts["all"] == v * d
     m = Seq2SeqTransformer(tiny({"enc_self": "sparsemax", "dec_self": 1.3, "context": "learned"}))
     assert m.output.weight is m.tgt_embed.weight
+    a = m.alphas()
+    assert torch.equal(a["enc_self"], torch.full((2, 2), 2.0)) and torch.equal(a["dec_self"], torch.full((2, 2), 1.3))
+    assert ((a["context"] >= 1.01) & (a["context"] <= 2)).all() and not a["context"].requires_grad
+    src, tgt = _batch()
+    maps = m.eval().attention_maps(src, tgt)
+    assert [tuple(p.shape) for p in maps["context"]] == [(3, 2, 5, 7)] * 2
+    assert (maps["enc_self"][0][1] == 0).any()  # sparsemax encoder heads: exact zeros in an unpadded row
     line = summary(m)
     assert "\n" not in line and "2+2 layers" in line and "2 heads" in line
     assert "enc_self=sparsemax" in line and "dec_self=1.3" in line and "context=learned" in line
