@@ -13,7 +13,7 @@ Model API (what training, search and analysis code against)::
     logits_t, cache = model.decode_step(tokens_t, memory, src_mask, cache)   # (B, V); cache None at step 0
     cache.reorder(index)                                 # beam search: keep rows `index`
     loss, n_tokens = model.loss(logits, tgt_out)         # label-smoothed CE, mean over non-pad tokens
-    model.alphas()                                       # {"enc_self": (L, H), "dec_self": ..., "context": ...}
+    model.alphas()                                       # {"enc_self": (L, H), "dec_self", "context"}, detached
 
 Masks are boolean with True = real token / may attend.  Sequences are right-padded.
 """
@@ -448,11 +448,15 @@ class Seq2SeqTransformer(_Base):
         return self.output(x[:, -1]), cache  # (B, V)
 
     def alphas(self) -> dict[str, Tensor]:
-        """Current α per attention type: ``{"enc_self", "dec_self", "context"}`` → ``(layers, heads)``."""
+        """Current α per attention type (detached): ``{"enc_self", "dec_self", "context"}`` → ``(layers, heads)``.
+
+        Fixed normalizers give constants (1 for softmax, 1.5, 2 for sparsemax, or the given α).  For a
+        differentiable α use ``layer.self_attn.alpha`` / ``layer.cross_attn.alpha`` directly.
+        """
         return {
-            "enc_self": torch.stack([layer.self_attn.alpha for layer in self.encoder.layers]),
-            "dec_self": torch.stack([layer.self_attn.alpha for layer in self.decoder.layers]),
-            "context": torch.stack([layer.cross_attn.alpha for layer in self.decoder.layers]),
+            "enc_self": torch.stack([layer.self_attn.alpha for layer in self.encoder.layers]).detach(),
+            "dec_self": torch.stack([layer.self_attn.alpha for layer in self.decoder.layers]).detach(),
+            "context": torch.stack([layer.cross_attn.alpha for layer in self.decoder.layers]).detach(),
         }
 
 
@@ -526,8 +530,8 @@ class DecoderOnlyTransformer(_Base):
         return self.output(x[:, -1]), cache  # (B, V)
 
     def alphas(self) -> dict[str, Tensor]:
-        """``{"self": (layers, heads)}`` current α."""
-        return {"self": torch.stack([layer.self_attn.alpha for layer in self.decoder.layers])}
+        """``{"self": (layers, heads)}`` current α (detached)."""
+        return {"self": torch.stack([layer.self_attn.alpha for layer in self.decoder.layers]).detach()}
 
 
 def build_model(config: Seq2SeqConfig | DecoderOnlyConfig) -> Seq2SeqTransformer | DecoderOnlyTransformer:
