@@ -29,6 +29,8 @@ def _train(args: argparse.Namespace) -> int:
         v = getattr(args, key)
         if v is not None:
             overrides[key] = v
+    if args.attention is not None:  # "1.3" means α = 1.3
+        overrides["attention"] = parse_overrides([f"attention={args.attention}"])["attention"]
     cfg = load_train_config(args.config, overrides)
     result = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     print(f"finished at step {result.step} ({result.stopped_because}); best checkpoint: {result.best_checkpoint}")
@@ -182,7 +184,7 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--data", help="use your own parallel corpus folder instead of the embedded CMUdict data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes (default 6)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes (default 5)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_demo)
 

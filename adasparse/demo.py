@@ -53,7 +53,7 @@ def _alpha_table(alphas: dict[str, torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", minutes: float = 6.0, seed: int = 1) -> int:
+def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", minutes: float = 5.0, seed: int = 1) -> int:
     from .data.cmudict import prepare_g2p_corpus
     from .data.corpus import find_corpus
     from .decode.search import SearchConfig
