@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..analysis.stats import js_divergence
 from ..nn.activations import LearnableAlpha
 from ..ops.entmax import entmax
 
@@ -497,10 +498,6 @@ def _is_cross_attention(module: nn.Module) -> bool:
     return bool(getattr(module, "is_decoder", False)) and not bool(getattr(module, "is_causal", True))
 
 
-def _entropy(p: Tensor) -> Tensor:
-    return -(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(-1)
-
-
 def attention_stats(model: nn.Module, **inputs) -> dict[str, LayerAttentionStats]:
     """Run ``model(**inputs)`` without gradients and return density and head diversity per attention module.
 
@@ -538,7 +535,7 @@ def attention_stats(model: nn.Module, **inputs) -> dict[str, LayerAttentionStats
         valid = valid_q[:, 0]  # (B, Q): the same for every head
         pq = p.permute(0, 2, 1, 3)[valid]  # (N, H, K)
         if h > 1 and pq.shape[0]:
-            js = (_entropy(pq.mean(1)) - _entropy(pq).mean(1)) / math.log(h)  # (N,)
+            js = js_divergence(pq, dim_heads=1)  # (N,)
             js_sum, n = float(js.sum()), int(pq.shape[0])
         else:
             js_sum, n = float("nan") if h == 1 else 0.0, int(pq.shape[0])
