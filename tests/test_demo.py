@@ -1,0 +1,14 @@
+"""The main job's code path, on a small corpus folder and a few seconds of training."""
+
+from adasparse.demo import run_demo
+
+from .train.test_trainer import _toy_corpus
+
+
+def test_demo_on_a_user_corpus(tmp_path, capsys):
+    data = _toy_corpus(tmp_path / "data", n_train=200, n_valid=20)
+    assert run_demo(data_dir=str(data), out=tmp_path / "demo", minutes=0.05, seed=2, src_lang="in", tgt_lang="out") == 0
+    out = capsys.readouterr().out
+    assert "test: BLEU" in out and "learned α per head" in out
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    assert (tmp_path / "demo" / "report" / "metrics.json").is_file()
