@@ -37,6 +37,9 @@
 #ifndef ADASPARSE_DEBUG_COUNT
 #define ADASPARSE_DEBUG_COUNT(k) ((void)0)
 #endif
+#ifndef ADASPARSE_PHASE
+#define ADASPARSE_PHASE(i) ((void)0)
+#endif
 
 namespace {
 
@@ -295,24 +298,92 @@ void power_sums(const C* xb, int64_t k, C t, C a, double& s_a, double& s_a1) {
   s_a1 = s1;
 }
 
-// τ for 1 < α < 2: Newton on φ(τ) = (Σ r^d)^{1/d} − 1, r = [x − τ]₊.
+// A lower bound on τ without powers (1 < α < 2): by the power-mean inequality, for the k candidates
+// above τ', Σ [x − τ']₊^d ≥ k (mean [x − τ']₊)^d ≥ k (μ − τ')^d, so τ' = μ − k^{−(α−1)} has f(τ') ≥ 0; for
+// d ≥ 2 also Σ r^d ≥ k (Σ r²/k)^{d/2}, tighter, valid while τ' stays below every candidate.  One
+// application prunes most candidates that are out; more cost more than the Newton passes they save.
 template <typename C>
-double tau_newton(C* xb, int32_t* ib, int64_t& k, double am1, double tol) {
-  const C dm1 = static_cast<C>(1.0 / am1 - 1.0);
+double tau_lower_bound(C* xb, int32_t* ib, int64_t& k, double am1) {
+  const double d = 1.0 / am1;
   double tau = -1.0;
-  for (int it = 0; it < 100 && k > 0; ++it) {
-    ADASPARSE_DEBUG_COUNT(k);
-    double S1, S0;  // Σ r^{d−1}, Σ r^d
-    power_sums<C, true>(xb, k, static_cast<C>(tau), dm1, S1, S0);
-    if (!(S1 > 0)) break;
-    // φ/(−φ') = (S0 − S0^{1−1/d}) / S1
-    const double step = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
-    if (!(step > 0.0)) break;  // at (or, by rounding, just past) the root
-    tau += step;
-    if (step <= tol) break;
+  for (int it = 0; it < 1 && k > 1; ++it) {
+    const int64_t kp = round_up(k);
+    C sx = 0, sxx = 0, mn = std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(+ : sx, sxx) reduction(min : mn)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C x = xb[j];
+      const bool on = x > -std::numeric_limits<C>::infinity();  // padding is −inf
+      sx += on ? x : C(0);
+      sxx += on ? x * x : C(0);
+      mn = std::min(mn, x > -std::numeric_limits<C>::infinity() ? x : std::numeric_limits<C>::infinity());
+    }
+    const double kk = static_cast<double>(k), mu = static_cast<double>(sx) / kk;
+    const double ck = vexp(-am1 * vlog(kk)) * (1.0 + 1e-12);  // k^{−(α−1)}, rounded up (safe side)
+    double t = mu - ck;                                         // mean bound
+    if (d >= 2.0) {
+      const double disc = mu * mu - static_cast<double>(sxx) / kk + ck * ck;
+      if (disc >= 0.0) {
+        const double t2 = mu - std::sqrt(disc);
+        if (t2 > t && t2 <= static_cast<double>(mn)) t = t2;
+      }
+    }
+    if (!(t > tau)) break;
+    tau = t;
+    const int64_t k_before = k;
     k = compact(xb, ib, k, tau);
+    if (k == k_before) break;  // nothing pruned: further bounds gain little
   }
   return tau;
+}
+
+// 1 < α < 2: Newton on φ(τ) = (Σ r^d)^{1/d} − 1, r = [x − τ]₊, from a lower bound τ0.  φ is convex and
+// decreasing, so the iterates climb monotonically.  Each pass computes e = r^{d−1} (kept in wb), Σ e and
+// Σ e·r; once the step δ is so small that the first-order update p = e·(r − dδ) is exact to `eps`
+// (second-order term d(d−1)/2 · r^{d−2} δ²), wb receives those p and the pass count ends there: no
+// separate pass for the output.  Returns Σ p (wb holds the unnormalised p of the k candidates).
+template <typename C>
+double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, double eps, C* wb) {
+  const double d = 1.0 / am1;
+  const C dm1 = static_cast<C>(d - 1.0);
+  const double q = 0.5 * d * (d - 1.0);
+  const double accept = q <= 0.0 ? 1.0 : (d >= 2.0 ? std::sqrt(eps / q) : vexp(vlog(eps / q) / d));
+  for (int it = 0; it < 100 && k > 0; ++it) {
+    ADASPARSE_DEBUG_COUNT(k);
+    const int64_t kp = round_up(k);
+    const C tc = static_cast<C>(tau);
+    C s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = xb[j] - tc;
+      const bool on = r > C(0);
+      const C e = vexp(dm1 * vlog(on ? r : C(1)));  // r^{d−1}
+      wb[j] = on ? e : C(0);
+      s1 += on ? e : C(0);
+      s0 += on ? e * r : C(0);
+    }
+    const double S0 = s0, S1 = s1;
+    // φ/(−φ') = (S0 − S0^{1−1/d}) / S1 far from the root; near it (|S0 − 1| < 1/64) the plain Newton
+    // step on f, (S0 − 1)/(d S1), which agrees to first order, needs no power and also stays left of
+    // the root (f is convex too).  ≤ 0 only at the root (or just past it, by rounding).
+    double step = 0.0;
+    if (S1 > 0.0) step = std::fabs(S0 - 1.0) < 0.015625 ? am1 * (S0 - 1.0) / S1 : (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
+    if (!(step > 0.0)) step = 0.0;
+    if (step <= accept || it == 99) {
+      const C sh = static_cast<C>(d * step);
+      C s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < kp; ++j) {
+        const C r = xb[j] - tc;  // −inf on the padding, where wb is 0
+        const C pj = r > C(0) ? std::max(wb[j] * (r - sh), C(0)) : C(0);
+        wb[j] = pj;
+        s += pj;
+      }
+      return s;
+    }
+    tau += step;
+    k = compact(xb, ib, k, tau);
+  }
+  return 0.0;
 }
 
 // τ for α > 2: bisection on [−1, −n^{1−α}] (f is concave there, Newton could overshoot).
@@ -335,7 +406,7 @@ double tau_bisect(const C* xb, int64_t k, double am1, double nfin, int iters) {
 struct Scratch {
   std::vector<double> xb, wb;  // used as float* or double*
   std::vector<int32_t> ib;
-  explicit Scratch(int64_t n) : xb(n + 2 * kB), wb(n + 2 * kB), ib(n + 2 * kB) {}
+  explicit Scratch(int64_t n) : xb(n + 2 * kB), wb(4 * (n + 2 * kB)), ib(n + 2 * kB) {}
 };
 
 // one row, compute type C (float or double), after the max pass
@@ -359,7 +430,9 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
     return;
   }
   const C am1 = static_cast<C>(alpha - 1.0);
+  ADASPARSE_PHASE(0);
   int64_t k = gather<T, C>(z, n, mc, am1, xb, ib);
+  ADASPARSE_PHASE(1);
   double tau;
   int kind;  // 1: p = r, 2: p = r², 0: p = r^d
   if (alpha == 2.0) {
@@ -372,9 +445,16 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
     tau = tau_bisect(xb, k, static_cast<double>(am1), nfin, sizeof(C) == 8 ? 60 : 40);
     kind = 0;
   } else {
-    tau = tau_newton(xb, ib, k, static_cast<double>(am1), sizeof(C) == 8 ? 1e-14 : 1e-7);
-    kind = 0;
+    tau = tau_lower_bound(xb, ib, k, static_cast<double>(am1));
+    const double eps = sizeof(T) == 8 ? 1e-17 : 1e-9;  // second-order error allowed in p
+    const C s = static_cast<C>(newton_output(xb, ib, k, static_cast<double>(am1), tau, eps, wb));
+    fill(out, n, T(0));
+    if (!(s > 0)) return;
+    const C inv = C(1) / s;
+    for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
+    return;
   }
+  ADASPARSE_PHASE(2);
   // p on the candidates (padding gives 0), normalised, scattered into a zeroed row
   const C tc = static_cast<C>(tau);
   const C d = C(1) / am1;
@@ -408,6 +488,7 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
   if (!(s > 0)) return;
   const C inv = C(1) / s;
   for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
+  ADASPARSE_PHASE(3);
 }
 
 template <typename T>
@@ -434,6 +515,55 @@ void forward_row(const T* z, T* out, int64_t n, double alpha, Scratch& sc) {
   else
     forward_row_c<T, double>(z, out, n, alpha, m, static_cast<double>(nfin), sc);
 }
+
+// the support (p > 0) of a row with g and the indices; also Σ p (NaN iff the row holds a NaN)
+template <typename T, typename C>
+int64_t support_gather(const T* p, const T* g, int64_t n, C* ps, C* gs, int32_t* is, C& sp) {
+  int64_t k = 0;
+  C acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const C pi = static_cast<C>(p[i]);
+    acc += pi;
+    ps[k] = pi;
+    gs[k] = static_cast<C>(g[i]);
+    is[k] = static_cast<int32_t>(i);
+    k += (pi > C(0));
+  }
+  sp = acc;
+  return k;
+}
+
+#ifdef __AVX512F__
+template <>
+int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, float* ps, float* gs, int32_t* is,
+                                     float& sp) {
+  int64_t k = 0, i0 = 0;
+  __m512 acc = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (; i0 + kB <= n; i0 += kB, iv = _mm512_add_epi32(iv, step)) {
+    const __m512 pv = _mm512_loadu_ps(p + i0);
+    acc = _mm512_add_ps(acc, pv);
+    const __mmask16 m = _mm512_cmp_ps_mask(pv, zero, _CMP_GT_OQ);
+    if (!m) continue;
+    _mm512_storeu_ps(ps + k, _mm512_maskz_compress_ps(m, pv));
+    _mm512_storeu_ps(gs + k, _mm512_maskz_compress_ps(m, _mm512_loadu_ps(g + i0)));
+    _mm512_storeu_si512(is + k, _mm512_maskz_compress_epi32(m, iv));
+    k += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  float tail = 0.0f;
+  for (int64_t i = i0; i < n; ++i) {
+    tail += p[i];
+    ps[k] = p[i];
+    gs[k] = g[i];
+    is[k] = static_cast<int32_t>(i);
+    k += (p[i] > 0.0f);
+  }
+  sp = _mm512_reduce_add_ps(acc) + tail;
+  return k;
+}
+#endif
 
 // backward of one row in compute type C; writes gz (if wanted) and returns ∂ℓ/∂α (if wanted)
 template <typename T, typename C>
@@ -478,21 +608,31 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
     for (int64_t i = 0; i < n; ++i) gz[i] = static_cast<T>(sb[i] * (static_cast<C>(g[i]) - c));
     return 0.0;
   }
+  // gather the support (p > 0) with g, so that the powers are computed there only
+  C* ps = sb + round_up(n) + kB;  // (p, g) of the support, then s in sb
+  C* gs = ps + round_up(n) + kB;
+  int32_t* is = reinterpret_cast<int32_t*>(gs + round_up(n) + kB);
+  C sp = 0;  // Σ p: NaN iff the row holds a NaN
+  const int64_t k = support_gather<T, C>(p, g, n, ps, gs, is, sp);
+  const int64_t kp = round_up(k);
+  for (int64_t j = k; j < kp; ++j) ps[j] = gs[j] = C(0);
+  if (sp != sp) {
+    if (need_z) fill(gz, n, nan);
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   const C e2 = static_cast<C>(2.0 - alpha);
-  C s_ = 0, sg = 0, sp = 0, gp = 0, gh = 0, hs = 0, gpl2 = 0, pl2 = 0;
+  C s_ = 0, sg = 0, gp = 0, gh = 0, hs = 0, gpl2 = 0, pl2 = 0;
   if (need_a) {
-#pragma omp simd reduction(+ : s_, sg, sp, gp, gh, hs, gpl2, pl2)
-    for (int64_t i = 0; i < n; ++i) {
-      const C pi = static_cast<C>(p[i]);
-      const C gi = static_cast<C>(g[i]);
+#pragma omp simd reduction(+ : s_, sg, gp, gh, hs, gpl2, pl2)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C pi = ps[j], gi = gs[j];
       const bool on = pi > C(0);
       const C L = on ? vlog(on ? pi : C(1)) : C(0);
       const C s = on ? vexp(e2 * L) : C(0);
       const C h = -pi * L;
-      sb[i] = s;
+      sb[j] = s;
       s_ += s;
       sg += s * gi;
-      sp += pi;
       gp += gi * pi;
       gh += gi * h;
       hs += h;
@@ -500,27 +640,22 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
       pl2 += pi * L * L;
     }
   } else {
-#pragma omp simd reduction(+ : s_, sg, sp)
-    for (int64_t i = 0; i < n; ++i) {
-      const C pi = static_cast<C>(p[i]);
+#pragma omp simd reduction(+ : s_, sg)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C pi = ps[j];
       const bool on = pi > C(0);
-      const C s = on ? vexp(e2 * vlog(on ? pi : C(1))) : C(0);
-      sb[i] = s;
-      s_ += s;
-      sg += s * static_cast<C>(g[i]);
-      sp += pi;
+      const C s = vexp(e2 * vlog(on ? pi : C(1)));
+      sb[j] = on ? s : C(0);
+      s_ += on ? s : C(0);
+      sg += on ? s * gs[j] : C(0);
     }
-  }
-  if (sp != sp) {
-    if (need_z) fill(gz, n, nan);
-    return std::numeric_limits<double>::quiet_NaN();
   }
   const double S = s_, SG = sg;
   const double c = S > 0 ? SG / S : 0.0;
   if (need_z) {
     const C cc = static_cast<C>(c);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) gz[i] = static_cast<T>(sb[i] * (static_cast<C>(g[i]) - cc));
+    fill(gz, n, T(0));
+    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - cc));
   }
   if (!need_a) return 0.0;
   if (am1 < alpha_one_eps)  // the α → 1 limit
