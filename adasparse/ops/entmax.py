@@ -198,6 +198,8 @@ def _check_alpha_tensor(alpha: Tensor) -> None:
     """Value checks on a tensor α, skipped while tracing (vmap/compile) where values are unknown."""
     if not alpha.is_floating_point():
         raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
+    if torch.compiler.is_compiling():  # values are symbolic under dynamo (a data-dependent guard would break)
+        return
     try:
         bad = alpha.detach()
         if bad.numel() and not bool(((bad >= 1) & torch.isfinite(bad)).all()):
