@@ -145,8 +145,19 @@ void pad(C* xb, int64_t k) {
 // largest value of type C that is ≤ t (so that `x > below(t)` keeps every x > t)
 template <typename C>
 C below(double t) {
-  C c = static_cast<C>(t);
-  if (static_cast<double>(c) > t) c = std::nextafter(c, -std::numeric_limits<C>::infinity());
+  return static_cast<C>(t);
+}
+
+template <>
+float below<float>(double t) {
+  float c = static_cast<float>(t);
+  if (static_cast<double>(c) > t) {  // one ulp down (t is finite here)
+    if (c == 0.0f) return -std::numeric_limits<float>::denorm_min();
+    int32_t b;
+    std::memcpy(&b, &c, 4);
+    b += (c < 0.0f) ? 1 : -1;
+    std::memcpy(&c, &b, 4);
+  }
   return c;
 }
 
@@ -318,7 +329,8 @@ double tau_lower_bound(C* xb, int32_t* ib, int64_t& k, double am1) {
       mn = std::min(mn, x > -std::numeric_limits<C>::infinity() ? x : std::numeric_limits<C>::infinity());
     }
     const double kk = static_cast<double>(k), mu = static_cast<double>(sx) / kk;
-    const double ck = vexp(-am1 * vlog(kk)) * (1.0 + 1e-12);  // k^{−(α−1)}, rounded up (safe side)
+    // k^{−(α−1)} in float precision, rounded up by far more than its error (the bound stays valid)
+    const double ck = static_cast<double>(vexp(static_cast<float>(-am1) * vlog(static_cast<float>(kk)))) * (1.0 + 1e-5);
     double t = mu - ck;                                         // mean bound
     if (d >= 2.0) {
       const double disc = mu * mu - static_cast<double>(sxx) / kk + ck * ck;
@@ -366,7 +378,14 @@ double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, dou
     // step on f, (S0 − 1)/(d S1), which agrees to first order, needs no power and also stays left of
     // the root (f is convex too).  ≤ 0 only at the root (or just past it, by rounding).
     double step = 0.0;
-    if (S1 > 0.0) step = std::fabs(S0 - 1.0) < 0.015625 ? am1 * (S0 - 1.0) / S1 : (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
+    if (S1 > 0.0) {
+      if (std::fabs(S0 - 1.0) < 0.015625) {
+        step = am1 * (S0 - 1.0) / S1;
+      } else {  // far from the root: float precision for S0^{1−1/d} is plenty (the step is not the last)
+        const float pw = vexp(static_cast<float>(1.0 - am1) * vlog(static_cast<float>(S0)));
+        step = (S0 - static_cast<double>(pw)) / S1;
+      }
+    }
     if (!(step > 0.0)) step = 0.0;
     if (step <= accept || it == 99) {
       const C sh = static_cast<C>(d * step);
