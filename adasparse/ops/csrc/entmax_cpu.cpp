@@ -381,9 +381,11 @@ double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, dou
     if (S1 > 0.0) {
       if (std::fabs(S0 - 1.0) < 0.015625) {
         step = am1 * (S0 - 1.0) / S1;
-      } else {  // far from the root: float precision for S0^{1−1/d} is plenty (the step is not the last)
+      } else if (sizeof(C) == 4) {  // float rows: float precision for S0^{1−1/d} (rounding ≪ float accuracy)
         const float pw = vexp(static_cast<float>(1.0 - am1) * vlog(static_cast<float>(S0)));
         step = (S0 - static_cast<double>(pw)) / S1;
+      } else {  // double rows: a rounded step could overshoot the root by more than the accuracy wanted
+        step = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
       }
     }
     if (!(step > 0.0)) step = 0.0;
