@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "forward", "backward", "disabled", "build_error"]
+__all__ = ["available", "usable", "forward", "backward", "disabled", "build_error"]
 
 _SRC = Path(__file__).with_name("csrc") / "entmax_cpu.cpp"
 _ABI = 1
@@ -167,6 +167,11 @@ def available() -> bool:
     return _load() is not None
 
 
+def usable(t: Tensor) -> bool:
+    """Whether the kernel can take rows of ``t`` (CPU, floating, rows shorter than 2³¹), building it if needed."""
+    return t.device.type == "cpu" and t.is_floating_point() and t.dim() > 0 and t.shape[-1] < 2**31 and available()
+
+
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
     """Use the PyTorch reference path in this thread while the context is open (tests, comparisons)."""
@@ -192,7 +197,9 @@ def forward(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:
     out = torch.empty_like(z)
     rows, n = z.shape
     fn = lib.adasparse_entmax_forward_f64 if z.dtype == torch.float64 else lib.adasparse_entmax_forward_f32
-    fn(z.data_ptr(), out.data_ptr(), rows, n, _ptr(alpha), float(alpha_value), torch.get_num_threads())
+    rc = fn(z.data_ptr(), out.data_ptr(), rows, n, _ptr(alpha), float(alpha_value), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"adasparse CPU kernel (forward) failed with code {rc} for rows of length {n}")
     return out
 
 
@@ -212,7 +219,7 @@ def backward(
     gz = torch.empty_like(p) if need_z else None
     ga = torch.empty(rows, dtype=torch.float64) if need_alpha else None
     fn = lib.adasparse_entmax_backward_f64 if p.dtype == torch.float64 else lib.adasparse_entmax_backward_f32
-    fn(
+    rc = fn(
         p.data_ptr(),
         g.data_ptr(),
         _ptr(gz),
@@ -224,4 +231,6 @@ def backward(
         float(alpha_one_eps),
         torch.get_num_threads(),
     )
+    if rc != 0:
+        raise RuntimeError(f"adasparse CPU kernel (backward) failed with code {rc} for rows of length {n}")
     return gz, ga

@@ -214,7 +214,7 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
 
 def _forward_rows(z2: Tensor, a2: Tensor | None, alpha_value: float) -> Tensor:
     """(rows, n) scores → probabilities in the compute dtype: fused CPU kernel, else the reference."""
-    if z2.device.type == "cpu" and _cpu.available():
+    if _cpu.usable(z2):
         cd = _compute_dtype(z2.dtype)
         a = None if a2 is None else a2.to(cd).reshape(-1).contiguous()
         return _cpu.forward(z2.to(cd).contiguous(), a, alpha_value)

@@ -106,7 +106,7 @@ def _backward_impl(
     """∂ℓ/∂z (p's shape) and ∂ℓ/∂α per row (shape (..., 1), or (..., 0) when not needed)."""
     lead, n = p.shape[:-1], p.shape[-1]
     need_alpha = need_alpha and alpha is not None
-    if p.numel() and p.device.type == "cpu" and _cpu.available():
+    if p.numel() and _cpu.usable(p):
         cd = _compute_dtype(p.dtype)
         p2 = p.reshape(-1, n).to(cd).contiguous()  # (rows, n)
         g2 = g.reshape(-1, n).to(cd).contiguous()

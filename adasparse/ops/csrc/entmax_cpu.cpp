@@ -719,6 +719,7 @@ int forward_all(const T* z, T* out, int64_t rows, int64_t n, const T* alpha, dou
 template <typename T>
 int backward_all(const T* p, const T* g, T* gz, double* ga, int64_t rows, int64_t n, const T* alpha,
                  double alpha_value, double alpha_one_eps, int nthreads) {
+  if (n >= (int64_t(1) << 31)) return 1;
   const int nt = threads_for(rows, n, nthreads);
   const bool need_z = gz != nullptr, need_a = ga != nullptr;
 #pragma omp parallel num_threads(nt)
