@@ -10,12 +10,14 @@
 //            3. find τ on the candidates only, dropping every candidate that falls below τ (τ only rises):
 //               α = 2: Newton on the piecewise-linear f, stopping at the exact support (closed form);
 //               α = 1.5: Newton + the exact quadratic root on the current support;
-//               1 < α < 2: Newton on φ(τ) = ‖[x − τ]₊‖_d − 1 (d = 1/(α−1)), convex and decreasing, so the
-//               iterates climb monotonically from τ = −1; exact for a single (or a tied) top entry, hence
-//               far fewer steps than Newton on Σ[x − τ]₊^d − 1;
+//               1 < α < 2: a power-mean lower bound (no powers), then Newton on φ(τ) = ‖[x − τ]₊‖_d − 1
+//               (d = 1/(α−1)), convex and decreasing, so the iterates climb monotonically; exact for a
+//               single (or tied) top entry, hence far fewer steps than Newton on Σ[x − τ]₊^d − 1; the last
+//               pass also yields p (first-order update), so there is no separate output pass;
 //               α > 2: bisection on [−1, −n^{1−α}];  α = 1: softmax.
 //            4. p on the support, normalised, scattered into a zeroed row.
-//   backward s = p^{2−α} on the support; ∂ℓ/∂z = s ⊙ (g − Σ s⊙g / Σ s);  ∂ℓ/∂α from five row sums.
+//   backward s = p^{2−α} on the support (gathered first: powers only there); ∂ℓ/∂z = s ⊙ (g − Σ s⊙g / Σ s);
+//            ∂ℓ/∂α from a few row sums (the α → 1 limit below α − 1 = alpha_one_eps).
 //
 // Float rows with α < 1.125 (d > 8) are computed in double: p = r^d amplifies the rounding of r by d.
 // Powers are exp(a·log r) with inline polynomial exp/log that the compiler vectorises.
@@ -34,12 +36,10 @@
 #include <immintrin.h>
 #endif
 
-#ifndef ADASPARSE_DEBUG_COUNT
+#ifndef ADASPARSE_DEBUG_COUNT  // instrumentation hook: called with the candidate count of every Newton pass
 #define ADASPARSE_DEBUG_COUNT(k) ((void)0)
 #endif
-#ifndef ADASPARSE_PHASE
-#define ADASPARSE_PHASE(i) ((void)0)
-#endif
+
 
 namespace {
 
@@ -451,9 +451,7 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
     return;
   }
   const C am1 = static_cast<C>(alpha - 1.0);
-  ADASPARSE_PHASE(0);
   int64_t k = gather<T, C>(z, n, mc, am1, xb, ib);
-  ADASPARSE_PHASE(1);
   double tau;
   int kind;  // 1: p = r, 2: p = r², 0: p = r^d
   if (alpha == 2.0) {
@@ -475,7 +473,6 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
     for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
     return;
   }
-  ADASPARSE_PHASE(2);
   // p on the candidates (padding gives 0), normalised, scattered into a zeroed row
   const C tc = static_cast<C>(tau);
   const C d = C(1) / am1;
@@ -509,7 +506,6 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
   if (!(s > 0)) return;
   const C inv = C(1) / s;
   for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
-  ADASPARSE_PHASE(3);
 }
 
 template <typename T>
