@@ -34,7 +34,8 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from ._solver import solve_entmax
+from . import _cpu
+from ._solver import _compute_dtype, entmax_forward, plain_eager
 
 __all__ = ["entmax", "sparsemax", "entmax15", "entmax_bisect_reference"]
 
@@ -85,6 +86,70 @@ def _grad_alpha(p: Tensor, g: Tensor, s: Tensor, alpha: Tensor) -> Tensor:
     return torch.where(am1 < eps, limit, general)
 
 
+def _backward_reference(
+    p: Tensor, g: Tensor, alpha: Tensor | None, alpha_value: float, need_alpha: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Both gradients with plain (differentiable, traceable) torch ops; ∂ℓ/∂α per row, shape (..., 1)."""
+    # half precision: do the reductions in float32
+    cd = _compute_dtype(p.dtype)
+    pc, gc = p.to(cd), g.to(cd)
+    ac = None if alpha is None else alpha.to(cd)
+    s = _support_weights(pc, ac, alpha_value)
+    gz = _grad_z(pc, gc, s).to(g.dtype)
+    ga = _grad_alpha(pc, gc, s, ac).to(alpha.dtype) if need_alpha else None
+    return gz, ga
+
+
+def _backward_impl(
+    p: Tensor, g: Tensor, alpha: Tensor | None, alpha_value: float, need_alpha: bool
+) -> tuple[Tensor, Tensor]:
+    """∂ℓ/∂z (p's shape) and ∂ℓ/∂α per row (shape (..., 1), or (..., 0) when not needed)."""
+    lead, n = p.shape[:-1], p.shape[-1]
+    need_alpha = need_alpha and alpha is not None
+    if p.numel() and _cpu.usable(p):
+        cd = _compute_dtype(p.dtype)
+        p2 = p.reshape(-1, n).to(cd).contiguous()  # (rows, n)
+        g2 = g.reshape(-1, n).to(cd).contiguous()
+        a2 = None if alpha is None else alpha.reshape(-1).to(cd).contiguous()  # (rows,)
+        eps = _ALPHA_ONE_EPS.get(cd, 1e-3)
+        gz, ga = _cpu.backward(p2, g2, a2, alpha_value, True, need_alpha, eps)
+        gz = gz.to(g.dtype).reshape(p.shape)
+        ga = ga.to(alpha.dtype).reshape(*lead, 1) if need_alpha else p.new_empty(*lead, 0)
+        return gz, ga
+    gz, ga = _backward_reference(p, g, alpha, alpha_value, need_alpha)
+    return gz, (ga if need_alpha else p.new_empty(*lead, 0))
+
+
+@torch.library.custom_op("adasparse::entmax_backward", mutates_args=())
+def _entmax_backward_op(
+    p: Tensor, g: Tensor, alpha: Tensor | None, alpha_value: float, need_alpha: bool
+) -> tuple[Tensor, Tensor]:
+    """Backward of α-entmax as one opaque op (for ``torch.compile``): see :func:`_backward_impl`."""
+    return _backward_impl(p, g, alpha, alpha_value, need_alpha)
+
+
+@_entmax_backward_op.register_fake
+def _(p, g, alpha, alpha_value, need_alpha):
+    na = need_alpha and alpha is not None
+    ga = p.new_empty(*p.shape[:-1], 1 if na else 0, dtype=alpha.dtype if na else p.dtype)
+    return torch.empty_like(g), ga
+
+
+def _backward_vmap_rule(info, in_dims, p, g, alpha, alpha_value, need_alpha):
+    size = info.batch_size
+
+    def front(t, d):
+        return t.unsqueeze(0).expand(size, *t.shape) if d is None else t.movedim(d, 0)
+
+    p, g = front(p, in_dims[0]), front(g, in_dims[1])
+    if alpha is not None:
+        alpha = front(alpha, in_dims[2]).expand(*p.shape[:-1], 1)
+    return _entmax_backward_op(p, g, alpha, alpha_value, need_alpha), (0, 0)
+
+
+_entmax_backward_op.register_vmap(_backward_vmap_rule)
+
+
 class _EntmaxFunction(torch.autograd.Function):
     """z (..., n), alpha (..., 1) tensor or None, alpha_value float → p (..., n)."""
 
@@ -92,7 +157,7 @@ class _EntmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:
-        return solve_entmax(z, alpha, alpha_value)
+        return entmax_forward(z, alpha, alpha_value)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -103,16 +168,16 @@ class _EntmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         p, alpha = ctx.saved_tensors
-        # half precision: do the reductions in float32
-        cd = torch.float64 if p.dtype == torch.float64 else torch.float32
-        pc, gc = p.to(cd), g.to(cd)
-        ac = None if alpha is None else alpha.to(cd)
-        s = _support_weights(pc, ac, ctx.alpha_value)
-        gz = _grad_z(pc, gc, s).to(g.dtype) if ctx.needs_input_grad[0] else None
-        ga = None
-        if alpha is not None and ctx.needs_input_grad[1]:
-            ga = _grad_alpha(pc, gc, s, ac).to(alpha.dtype)
-        return gz, ga, None
+        need_z = ctx.needs_input_grad[0]
+        need_alpha = alpha is not None and ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            # create_graph (double backward, torch.func.grad): differentiable torch ops
+            gz, ga = _backward_reference(p, g, alpha, ctx.alpha_value, need_alpha)
+        elif plain_eager(p, g, alpha):
+            gz, ga = _backward_impl(p, g, alpha, ctx.alpha_value, need_alpha)
+        else:
+            gz, ga = _entmax_backward_op(p, g, alpha, ctx.alpha_value, need_alpha)
+        return (gz if need_z else None), (ga if need_alpha else None), None
 
 
 def _check_scores(x: Tensor, name: str = "x") -> None:
@@ -133,7 +198,7 @@ def _check_alpha_tensor(alpha: Tensor) -> None:
     """Value checks on a tensor α, skipped while tracing (vmap/compile) where values are unknown."""
     if not alpha.is_floating_point():
         raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
-    if torch.compiler.is_compiling():  # values are symbolic there
+    if torch.compiler.is_compiling():  # values are symbolic under dynamo (a data-dependent guard would break)
         return
     try:
         bad = alpha.detach()

@@ -1,0 +1,761 @@
+// Fused CPU kernels for α-entmax: forward (threshold τ per row, then p) and backward (∂ℓ/∂z, ∂ℓ/∂α).
+//
+// Plain C ABI (loaded with ctypes by adasparse/ops/_cpu.py): no PyTorch headers, so it builds in about
+// a second.  Rows are independent; OpenMP spreads them over threads (the process's libgomp, i.e. the one
+// PyTorch already loaded, so torch.set_num_threads applies and no second thread pool appears).  Each row
+// is solved while it sits in L1:
+//
+//   forward  1. max and NaN/finite counts (one vectorised pass)
+//            2. gather the candidates x = (α−1)(z − max) > −1 (τ ≥ −1, so the others are zero forever)
+//            3. find τ on the candidates only, dropping every candidate that falls below τ (τ only rises):
+//               α = 2: Newton on the piecewise-linear f, stopping at the exact support (closed form);
+//               α = 1.5: Newton + the exact quadratic root on the current support;
+//               1 < α < 2: a power-mean lower bound (no powers), then Newton on φ(τ) = ‖[x − τ]₊‖_d − 1
+//               (d = 1/(α−1)), convex and decreasing, so the iterates climb monotonically; exact for a
+//               single (or tied) top entry, hence far fewer steps than Newton on Σ[x − τ]₊^d − 1; the last
+//               pass also yields p (first-order update), so there is no separate output pass;
+//               α > 2: bisection on [−1, −n^{1−α}];  α = 1: softmax.
+//            4. p on the support, normalised, scattered into a zeroed row.
+//   backward s = p^{2−α} on the support (gathered first: powers only there); ∂ℓ/∂z = s ⊙ (g − Σ s⊙g / Σ s);
+//            ∂ℓ/∂α from a few row sums (the α → 1 limit below α − 1 = alpha_one_eps).
+//
+// Float rows with α < 1.125 (d > 8) are computed in double: p = r^d amplifies the rounding of r by d.
+// Powers are exp(a·log r) with inline polynomial exp/log that the compiler vectorises.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#ifndef ADASPARSE_DEBUG_COUNT  // instrumentation hook: called with the candidate count of every Newton pass
+#define ADASPARSE_DEBUG_COUNT(k) ((void)0)
+#endif
+
+
+namespace {
+
+// exp and log, Cephes-style polynomials (float: ≤ 2 ulp; double: ≤ 2 ulp), written branch-free with bit
+// casts so that GCC vectorises them inside `omp simd` loops (glibc's libmvec is ~20× slower here).
+// exp returns 0 below the normal range; log expects a positive normal number.
+inline float vexp(float x) {
+  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float fx = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  float y = 1.9875691500E-4f;
+  y = y * r + 1.3981999507E-3f;
+  y = y * r + 8.3334519073E-3f;
+  y = y * r + 4.1665795894E-2f;
+  y = y * r + 1.6666665459E-1f;
+  y = y * r + 5.0000001201E-1f;
+  y = y * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  const float res = y * scale;
+  return x < -87.0f ? 0.0f : res;
+}
+inline float vlog(float x) {  // x > 0, normal
+  int32_t ix;
+  std::memcpy(&ix, &x, 4);
+  const int32_t e = ((ix >> 23) & 0xff) - 126;
+  ix = (ix & 0x007fffff) | 0x3f000000;
+  float m;
+  std::memcpy(&m, &ix, 4);
+  const bool small = m < 0.707106781186547524f;
+  const float ef = static_cast<float>(small ? e - 1 : e);
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292E-2f;
+  y = y * m - 1.1514610310E-1f;
+  y = y * m + 1.1676998740E-1f;
+  y = y * m - 1.2420140846E-1f;
+  y = y * m + 1.4249322787E-1f;
+  y = y * m - 1.6668057665E-1f;
+  y = y * m + 2.0000714765E-1f;
+  y = y * m - 2.4999993993E-1f;
+  y = y * m + 3.3333331174E-1f;
+  y = y * m * z;
+  y += ef * -2.12194440e-4f;
+  y += -0.5f * z;
+  return m + y + ef * 0.693359375f;
+}
+inline double vexp(double x) {
+  const double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+  const double fx = __builtin_floor(xc * 1.4426950408889634073599 + 0.5);
+  double r = xc - fx * 6.93145751953125E-1;
+  r = r - fx * 1.42860682030941723212E-6;
+  const double rr = r * r;
+  const double px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr + 9.99999999999999999910E-1);
+  const double qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr + 2.27265548208155028766E-1) * rr +
+                    2.00000000000000000009E0;
+  const double y = 1.0 + 2.0 * (px / (qx - px));
+  const int64_t bits = (static_cast<int64_t>(fx) + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, 8);
+  const double res = y * scale;
+  return x < -708.0 ? 0.0 : res;
+}
+inline double vlog(double x) {  // x > 0, normal
+  int64_t ix;
+  std::memcpy(&ix, &x, 8);
+  const int64_t e = ((ix >> 52) & 0x7ff) - 1022;
+  ix = (ix & 0x000fffffffffffffLL) | 0x3fe0000000000000LL;
+  double m;
+  std::memcpy(&m, &ix, 8);
+  const bool small = m < 0.70710678118654752440;
+  const double ef = static_cast<double>(small ? e - 1 : e);
+  const double t = small ? m + m - 1.0 : m - 1.0;
+  const double z = t * t;
+  const double P = ((((1.01875663804580931796E-4 * t + 4.97494994976747001425E-1) * t + 4.70579119878881725854E0) * t +
+                     1.44989225341610930846E1) * t + 1.79368678507819816313E1) * t + 7.70838733755885391666E0;
+  const double Q = ((((t + 1.12873587189167450590E1) * t + 4.52279145837532221105E1) * t + 8.29875266912776603211E1) * t +
+                    7.11544750618563894466E1) * t + 2.31251620126765340583E1;
+  double y = t * (z * P / Q);
+  y -= ef * 2.121944400546905827679e-4;
+  y -= 0.5 * z;
+  return t + y + ef * 0.693359375;
+}
+
+constexpr double kDoubleBelowAm1 = 0.125;  // float rows with α − 1 below this are computed in double
+constexpr int64_t kB = 16;                  // candidate buffers are padded with −inf to a multiple of kB
+
+inline int64_t round_up(int64_t k) { return (k + kB - 1) / kB * kB; }
+
+template <typename T>
+void fill(T* out, int64_t n, T v) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = v;
+}
+
+template <typename C>
+void pad(C* xb, int64_t k) {
+  for (int64_t j = k; j < round_up(k); ++j) xb[j] = -std::numeric_limits<C>::infinity();
+}
+
+// largest value of type C that is ≤ t (so that `x > below(t)` keeps every x > t)
+template <typename C>
+C below(double t) {
+  return static_cast<C>(t);
+}
+
+template <>
+float below<float>(double t) {
+  float c = static_cast<float>(t);
+  if (static_cast<double>(c) > t) {  // one ulp down (t is finite here)
+    if (c == 0.0f) return -std::numeric_limits<float>::denorm_min();
+    int32_t b;
+    std::memcpy(&b, &c, 4);
+    b += (c < 0.0f) ? 1 : -1;
+    std::memcpy(&c, &b, 4);
+  }
+  return c;
+}
+
+// keep the candidates with x > thr (in place, order kept, padded); returns their count
+template <typename C>
+int64_t compact(C* xb, int32_t* ib, int64_t k, double thr) {
+  const C t = below<C>(thr);
+  int64_t j = 0;
+  for (int64_t i = 0; i < k; ++i) {
+    const C x = xb[i];
+    const int32_t id = ib[i];
+    xb[j] = x;
+    ib[j] = id;
+    j += (x > t);
+  }
+  pad(xb, j);
+  return j;
+}
+
+#ifdef __AVX512F__
+// register-form compress + full stores (the memory form of vcompressps is slow on some CPUs)
+template <>
+int64_t compact<float>(float* xb, int32_t* ib, int64_t k, double thr) {
+  const __m512 t = _mm512_set1_ps(below<float>(thr));
+  int64_t j = 0;
+  for (int64_t i = 0; i < k; i += kB) {  // the padding makes every block full
+    const __m512 x = _mm512_loadu_ps(xb + i);
+    const __m512i id = _mm512_loadu_si512(ib + i);
+    const __mmask16 m = _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ);
+    _mm512_storeu_ps(xb + j, _mm512_maskz_compress_ps(m, x));
+    _mm512_storeu_si512(ib + j, _mm512_maskz_compress_epi32(m, id));
+    j += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  pad(xb, j);
+  return j;
+}
+#endif
+
+// candidates x = (α−1)(z − m) > −1 with their indices, padded; returns their count
+template <typename T, typename C>
+int64_t gather(const T* z, int64_t n, C mc, C am1, C* xb, int32_t* ib) {
+  int64_t k = 0;
+  for (int64_t i0 = 0; i0 < n; i0 += kB) {
+    const int64_t i1 = std::min<int64_t>(n, i0 + kB);
+    int any = 0;
+#pragma omp simd reduction(| : any)
+    for (int64_t i = i0; i < i1; ++i) any |= ((static_cast<C>(z[i]) - mc) * am1 > C(-1));
+    if (!any) continue;
+    for (int64_t i = i0; i < i1; ++i) {
+      const C x = (static_cast<C>(z[i]) - mc) * am1;
+      xb[k] = x;
+      ib[k] = static_cast<int32_t>(i);
+      k += (x > C(-1));
+    }
+  }
+  pad(xb, k);
+  return k;
+}
+
+#ifdef __AVX512F__
+template <>
+int64_t gather<float, float>(const float* z, int64_t n, float mc, float am1, float* xb, int32_t* ib) {
+  int64_t k = 0, i0 = 0;
+  const __m512 mv = _mm512_set1_ps(mc), av = _mm512_set1_ps(am1), lo = _mm512_set1_ps(-1.0f);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (; i0 + kB <= n; i0 += kB, iv = _mm512_add_epi32(iv, step)) {
+    const __m512 x = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(z + i0), mv), av);
+    const __mmask16 m = _mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ);
+    if (!m) continue;
+    _mm512_storeu_ps(xb + k, _mm512_maskz_compress_ps(m, x));
+    _mm512_storeu_si512(ib + k, _mm512_maskz_compress_epi32(m, iv));
+    k += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  for (int64_t i = i0; i < n; ++i) {
+    const float x = (z[i] - mc) * am1;
+    xb[k] = x;
+    ib[k] = static_cast<int32_t>(i);
+    k += (x > -1.0f);
+  }
+  pad(xb, k);
+  return k;
+}
+#endif
+
+// τ for α = 2 (sparsemax): exact.  Candidates all satisfy x > −1.
+template <typename C>
+double tau_sparsemax(C* xb, int32_t* ib, int64_t& k) {
+  double tau = -1.0;
+  for (int it = 0; it < 1000 && k > 0; ++it) {
+    double sx = 0.0;
+    C mn = std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(+ : sx) reduction(min : mn)
+    for (int64_t j = 0; j < k; ++j) {
+      sx += static_cast<double>(xb[j]);
+      mn = std::min(mn, xb[j]);
+    }
+    const double t = (sx - 1.0) / static_cast<double>(k);  // Newton step = closed form on this support
+    if (static_cast<double>(mn) > t || !(t > tau)) return std::max(t, tau);
+    tau = t;
+    k = compact(xb, ib, k, tau);
+  }
+  return tau;
+}
+
+// τ for α = 1.5: Newton steps until the quadratic's root on the current support is consistent.
+template <typename C>
+double tau_entmax15(C* xb, int32_t* ib, int64_t& k) {
+  double tau = -1.0;
+  for (int it = 0; it < 1000 && k > 0; ++it) {
+    double sr = 0.0, srr = 0.0;
+    C mn = std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(+ : sr, srr) reduction(min : mn)
+    for (int64_t j = 0; j < k; ++j) {
+      const double r = static_cast<double>(xb[j]) - tau;
+      sr += r;
+      srr += r * r;
+      mn = std::min(mn, xb[j]);
+    }
+    const double kk = static_cast<double>(k);
+    const double c = (srr - 1.0) / kk, mu = sr / kk;
+    const double disc = mu * mu - c;
+    if (disc >= 0.0) {  // root of Σ_S (r − t)² = 1, stable form of μ − sqrt(μ² − c)
+      const double t = c / (mu + std::sqrt(disc));
+      if (static_cast<double>(mn) - tau > t) return tau + t;
+    }
+    const double t = (srr - 1.0) / (2.0 * sr);  // Newton step (never past the root: f is convex)
+    if (!(t > 0.0)) return tau;
+    tau += t;
+    k = compact(xb, ib, k, tau);
+  }
+  return tau;
+}
+
+// Σ_j [x_j − t]₊^a over the padded candidates, and Σ_j [x_j − t]₊^{a+1} when `both`
+template <typename C, bool both>
+void power_sums(const C* xb, int64_t k, C t, C a, double& s_a, double& s_a1) {
+  const int64_t kp = round_up(k);  // a multiple of kB: the vector loop has no remainder
+  C s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+  for (int64_t j = 0; j < kp; ++j) {
+    const C r = xb[j] - t;
+    const bool on = r > C(0);
+    const C e = vexp(a * vlog(on ? r : C(1)));
+    s0 += on ? e : C(0);
+    if (both) s1 += on ? e * r : C(0);
+  }
+  s_a = s0;
+  s_a1 = s1;
+}
+
+// A lower bound on τ without powers (1 < α < 2): by the power-mean inequality, for the k candidates
+// above τ', Σ [x − τ']₊^d ≥ k (mean [x − τ']₊)^d ≥ k (μ − τ')^d, so τ' = μ − k^{−(α−1)} has f(τ') ≥ 0; for
+// d ≥ 2 also Σ r^d ≥ k (Σ r²/k)^{d/2}, tighter, valid while τ' stays below every candidate.  One
+// application prunes most candidates that are out; more cost more than the Newton passes they save.
+template <typename C>
+double tau_lower_bound(C* xb, int32_t* ib, int64_t& k, double am1) {
+  const double d = 1.0 / am1;
+  double tau = -1.0;
+  for (int it = 0; it < 1 && k > 1; ++it) {
+    const int64_t kp = round_up(k);
+    C sx = 0, sxx = 0, mn = std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(+ : sx, sxx) reduction(min : mn)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C x = xb[j];
+      const bool on = x > -std::numeric_limits<C>::infinity();  // padding is −inf
+      sx += on ? x : C(0);
+      sxx += on ? x * x : C(0);
+      mn = std::min(mn, x > -std::numeric_limits<C>::infinity() ? x : std::numeric_limits<C>::infinity());
+    }
+    const double kk = static_cast<double>(k), mu = static_cast<double>(sx) / kk;
+    // k^{−(α−1)} in float precision, rounded up by far more than its error (the bound stays valid)
+    const double ck = static_cast<double>(vexp(static_cast<float>(-am1) * vlog(static_cast<float>(kk)))) * (1.0 + 1e-5);
+    double t = mu - ck;                                         // mean bound
+    if (d >= 2.0) {
+      const double disc = mu * mu - static_cast<double>(sxx) / kk + ck * ck;
+      if (disc >= 0.0) {
+        const double t2 = mu - std::sqrt(disc);
+        if (t2 > t && t2 <= static_cast<double>(mn)) t = t2;
+      }
+    }
+    if (!(t > tau)) break;
+    tau = t;
+    const int64_t k_before = k;
+    k = compact(xb, ib, k, tau);
+    if (k == k_before) break;  // nothing pruned: further bounds gain little
+  }
+  return tau;
+}
+
+// 1 < α < 2: Newton on φ(τ) = (Σ r^d)^{1/d} − 1, r = [x − τ]₊, from a lower bound τ0.  φ is convex and
+// decreasing, so the iterates climb monotonically.  Each pass computes e = r^{d−1} (kept in wb), Σ e and
+// Σ e·r; once the step δ is so small that the first-order update p = e·(r − dδ) is exact to `eps`
+// (second-order term d(d−1)/2 · r^{d−2} δ²), wb receives those p and the pass count ends there: no
+// separate pass for the output.  Returns Σ p (wb holds the unnormalised p of the k candidates).
+template <typename C>
+double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, double eps, C* wb) {
+  const double d = 1.0 / am1;
+  const C dm1 = static_cast<C>(d - 1.0);
+  const double q = 0.5 * d * (d - 1.0);
+  const double accept = q <= 0.0 ? 1.0 : (d >= 2.0 ? std::sqrt(eps / q) : vexp(vlog(eps / q) / d));
+  for (int it = 0; it < 100 && k > 0; ++it) {
+    ADASPARSE_DEBUG_COUNT(k);
+    const int64_t kp = round_up(k);
+    const C tc = static_cast<C>(tau);
+    C s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = xb[j] - tc;
+      const bool on = r > C(0);
+      const C e = vexp(dm1 * vlog(on ? r : C(1)));  // r^{d−1}
+      wb[j] = on ? e : C(0);
+      s1 += on ? e : C(0);
+      s0 += on ? e * r : C(0);
+    }
+    const double S0 = s0, S1 = s1;
+    // φ/(−φ') = (S0 − S0^{1−1/d}) / S1 far from the root; near it (|S0 − 1| < 1/64) the plain Newton
+    // step on f, (S0 − 1)/(d S1), which agrees to first order, needs no power and also stays left of
+    // the root (f is convex too).  ≤ 0 only at the root (or just past it, by rounding).
+    double step = 0.0;
+    if (S1 > 0.0) {
+      if (std::fabs(S0 - 1.0) < 0.015625) {
+        step = am1 * (S0 - 1.0) / S1;
+      } else if (sizeof(C) == 4) {  // float rows: float precision for S0^{1−1/d} (rounding ≪ float accuracy)
+        const float pw = vexp(static_cast<float>(1.0 - am1) * vlog(static_cast<float>(S0)));
+        step = (S0 - static_cast<double>(pw)) / S1;
+      } else {  // double rows: a rounded step could overshoot the root by more than the accuracy wanted
+        step = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
+      }
+    }
+    if (!(step > 0.0)) step = 0.0;
+    if (step <= accept || it == 99) {
+      const C sh = static_cast<C>(d * step);
+      C s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < kp; ++j) {
+        const C r = xb[j] - tc;  // −inf on the padding, where wb is 0
+        const C pj = r > C(0) ? std::max(wb[j] * (r - sh), C(0)) : C(0);
+        wb[j] = pj;
+        s += pj;
+      }
+      return s;
+    }
+    tau += step;
+    k = compact(xb, ib, k, tau);
+  }
+  return 0.0;
+}
+
+// τ for α > 2: bisection on [−1, −n^{1−α}] (f is concave there, Newton could overshoot).
+template <typename C>
+double tau_bisect(const C* xb, int64_t k, double am1, double nfin, int iters) {
+  const C d = static_cast<C>(1.0 / am1);
+  double lo = -1.0, hi = -vexp(-am1 * vlog(nfin));
+  for (int it = 0; it < iters; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    double s, unused;
+    power_sums<C, false>(xb, k, static_cast<C>(mid), d, s, unused);
+    if (s > 1.0)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+struct Scratch {
+  std::vector<double> xb, wb;  // used as float* or double*
+  std::vector<int32_t> ib;
+  explicit Scratch(int64_t n) : xb(n + 2 * kB), wb(4 * (n + 2 * kB)), ib(n + 2 * kB) {}
+};
+
+// one row, compute type C (float or double), after the max pass
+template <typename T, typename C>
+void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin, Scratch& sc) {
+  C* xb = reinterpret_cast<C*>(sc.xb.data());
+  C* wb = reinterpret_cast<C*>(sc.wb.data());
+  int32_t* ib = sc.ib.data();
+  const C mc = static_cast<C>(m);
+  if (alpha == 1.0) {  // softmax
+    C s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; ++i) {
+      const C e = vexp(static_cast<C>(z[i]) - mc);  // exactly 0 for −inf
+      wb[i] = e;
+      s += e;
+    }
+    const C inv = C(1) / s;
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(wb[i] * inv);
+    return;
+  }
+  const C am1 = static_cast<C>(alpha - 1.0);
+  int64_t k = gather<T, C>(z, n, mc, am1, xb, ib);
+  double tau;
+  int kind;  // 1: p = r, 2: p = r², 0: p = r^d
+  if (alpha == 2.0) {
+    tau = tau_sparsemax(xb, ib, k);
+    kind = 1;
+  } else if (alpha == 1.5) {
+    tau = tau_entmax15(xb, ib, k);
+    kind = 2;
+  } else if (alpha > 2.0) {
+    tau = tau_bisect(xb, k, static_cast<double>(am1), nfin, sizeof(C) == 8 ? 60 : 40);
+    kind = 0;
+  } else {
+    tau = tau_lower_bound(xb, ib, k, static_cast<double>(am1));
+    const double eps = sizeof(T) == 8 ? 1e-17 : 1e-9;  // second-order error allowed in p
+    const C s = static_cast<C>(newton_output(xb, ib, k, static_cast<double>(am1), tau, eps, wb));
+    fill(out, n, T(0));
+    if (!(s > 0)) return;
+    const C inv = C(1) / s;
+    for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
+    return;
+  }
+  // p on the candidates (padding gives 0), normalised, scattered into a zeroed row
+  const C tc = static_cast<C>(tau);
+  const C d = C(1) / am1;
+  const int64_t kp = round_up(k);
+  C s = 0;
+  if (kind == 1) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = std::max(xb[j] - tc, C(0));
+      wb[j] = r;
+      s += r;
+    }
+  } else if (kind == 2) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = std::max(xb[j] - tc, C(0));
+      wb[j] = r * r;
+      s += r * r;
+    }
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = xb[j] - tc;
+      const bool on = r > C(0);
+      const C e = vexp(d * vlog(on ? r : C(1)));
+      wb[j] = on ? e : C(0);
+      s += on ? e : C(0);
+    }
+  }
+  fill(out, n, T(0));
+  if (!(s > 0)) return;
+  const C inv = C(1) / s;
+  for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
+}
+
+template <typename T>
+void forward_row(const T* z, T* out, int64_t n, double alpha, Scratch& sc) {
+  T m = -std::numeric_limits<T>::infinity();
+  int64_t bad = 0, nfin = 0;
+#pragma omp simd reduction(max : m) reduction(+ : bad, nfin)
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = z[i];
+    m = v > m ? v : m;
+    bad += (v != v);
+    nfin += (v > -std::numeric_limits<T>::infinity());
+  }
+  if (bad || m == std::numeric_limits<T>::infinity()) {  // NaN (or +inf) stays in its row
+    fill(out, n, std::numeric_limits<T>::quiet_NaN());
+    return;
+  }
+  if (nfin == 0) {  // fully masked row
+    fill(out, n, T(0));
+    return;
+  }
+  if (sizeof(T) == 4 && alpha - 1.0 >= kDoubleBelowAm1)
+    forward_row_c<T, float>(z, out, n, alpha, m, static_cast<double>(nfin), sc);
+  else
+    forward_row_c<T, double>(z, out, n, alpha, m, static_cast<double>(nfin), sc);
+}
+
+// the support (p > 0) of a row with g and the indices; also Σ p (NaN iff the row holds a NaN)
+template <typename T, typename C>
+int64_t support_gather(const T* p, const T* g, int64_t n, C* ps, C* gs, int32_t* is, C& sp) {
+  int64_t k = 0;
+  C acc = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const C pi = static_cast<C>(p[i]);
+    acc += pi;
+    ps[k] = pi;
+    gs[k] = static_cast<C>(g[i]);
+    is[k] = static_cast<int32_t>(i);
+    k += (pi > C(0));
+  }
+  sp = acc;
+  return k;
+}
+
+#ifdef __AVX512F__
+template <>
+int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, float* ps, float* gs, int32_t* is,
+                                     float& sp) {
+  int64_t k = 0, i0 = 0;
+  __m512 acc = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (; i0 + kB <= n; i0 += kB, iv = _mm512_add_epi32(iv, step)) {
+    const __m512 pv = _mm512_loadu_ps(p + i0);
+    acc = _mm512_add_ps(acc, pv);
+    const __mmask16 m = _mm512_cmp_ps_mask(pv, zero, _CMP_GT_OQ);
+    if (!m) continue;
+    _mm512_storeu_ps(ps + k, _mm512_maskz_compress_ps(m, pv));
+    _mm512_storeu_ps(gs + k, _mm512_maskz_compress_ps(m, _mm512_loadu_ps(g + i0)));
+    _mm512_storeu_si512(is + k, _mm512_maskz_compress_epi32(m, iv));
+    k += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  float tail = 0.0f;
+  for (int64_t i = i0; i < n; ++i) {
+    tail += p[i];
+    ps[k] = p[i];
+    gs[k] = g[i];
+    is[k] = static_cast<int32_t>(i);
+    k += (p[i] > 0.0f);
+  }
+  sp = _mm512_reduce_add_ps(acc) + tail;
+  return k;
+}
+#endif
+
+// backward of one row in compute type C; writes gz (if wanted) and returns ∂ℓ/∂α (if wanted)
+template <typename T, typename C>
+double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bool need_z, bool need_a,
+                      double alpha_one_eps, C* sb) {
+  const double am1 = alpha - 1.0;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  if (alpha == 2.0 && !need_a) {
+    C cnt = 0, sg = 0, sp = 0;
+#pragma omp simd reduction(+ : cnt, sg, sp)
+    for (int64_t i = 0; i < n; ++i) {
+      const bool on = p[i] > T(0);
+      cnt += on ? C(1) : C(0);
+      sg += on ? static_cast<C>(g[i]) : C(0);
+      sp += static_cast<C>(p[i]);  // NaN iff the row holds a NaN
+    }
+    if (sp != sp) {
+      fill(gz, n, nan);
+      return 0.0;
+    }
+    const C c = cnt > 0 ? sg / cnt : C(0);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) gz[i] = p[i] > T(0) ? static_cast<T>(static_cast<C>(g[i]) - c) : T(0);
+    return 0.0;
+  }
+  if (alpha == 1.5 && !need_a) {
+    C s_ = 0, sg = 0, sp = 0;
+#pragma omp simd reduction(+ : s_, sg, sp)
+    for (int64_t i = 0; i < n; ++i) {
+      const C s = std::sqrt(std::max(static_cast<C>(p[i]), C(0)));
+      sb[i] = s;
+      s_ += s;
+      sg += s * static_cast<C>(g[i]);
+      sp += static_cast<C>(p[i]);
+    }
+    if (sp != sp) {
+      fill(gz, n, nan);
+      return 0.0;
+    }
+    const C c = s_ > 0 ? sg / s_ : C(0);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) gz[i] = static_cast<T>(sb[i] * (static_cast<C>(g[i]) - c));
+    return 0.0;
+  }
+  // gather the support (p > 0) with g, so that the powers are computed there only
+  C* ps = sb + round_up(n) + kB;  // (p, g) of the support, then s in sb
+  C* gs = ps + round_up(n) + kB;
+  int32_t* is = reinterpret_cast<int32_t*>(gs + round_up(n) + kB);
+  C sp = 0;  // Σ p: NaN iff the row holds a NaN
+  const int64_t k = support_gather<T, C>(p, g, n, ps, gs, is, sp);
+  const int64_t kp = round_up(k);
+  for (int64_t j = k; j < kp; ++j) ps[j] = gs[j] = C(0);
+  if (sp != sp) {
+    if (need_z) fill(gz, n, nan);
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  const C e2 = static_cast<C>(2.0 - alpha);
+  C s_ = 0, sg = 0, gp = 0, gh = 0, hs = 0, gpl2 = 0, pl2 = 0;
+  if (need_a) {
+#pragma omp simd reduction(+ : s_, sg, gp, gh, hs, gpl2, pl2)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C pi = ps[j], gi = gs[j];
+      const bool on = pi > C(0);
+      const C L = on ? vlog(on ? pi : C(1)) : C(0);
+      const C s = on ? vexp(e2 * L) : C(0);
+      const C h = -pi * L;
+      sb[j] = s;
+      s_ += s;
+      sg += s * gi;
+      gp += gi * pi;
+      gh += gi * h;
+      hs += h;
+      gpl2 += gi * pi * L * L;
+      pl2 += pi * L * L;
+    }
+  } else {
+#pragma omp simd reduction(+ : s_, sg)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C pi = ps[j];
+      const bool on = pi > C(0);
+      const C s = vexp(e2 * vlog(on ? pi : C(1)));
+      sb[j] = on ? s : C(0);
+      s_ += on ? s : C(0);
+      sg += on ? s * gs[j] : C(0);
+    }
+  }
+  const double S = s_, SG = sg;
+  const double c = S > 0 ? SG / S : 0.0;
+  if (need_z) {
+    const C cc = static_cast<C>(c);
+    fill(gz, n, T(0));
+    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - cc));
+  }
+  if (!need_a) return 0.0;
+  if (am1 < alpha_one_eps)  // the α → 1 limit
+    return 0.5 * (-static_cast<double>(gpl2) + static_cast<double>(gp) * static_cast<double>(pl2));
+  // Σ g (p − p̃)/(α−1)² + (Σ g h − Σ h · Σ g p̃)/(α−1),  p̃ = s/Σs
+  return (static_cast<double>(gp) - c) / (am1 * am1) + (static_cast<double>(gh) - static_cast<double>(hs) * c) / am1;
+}
+
+template <typename T>
+double backward_row(const T* p, const T* g, T* gz, int64_t n, double alpha, bool need_z, bool need_a,
+                    double alpha_one_eps, Scratch& sc) {
+  if (sizeof(T) == 4 && alpha - 1.0 >= kDoubleBelowAm1)
+    return backward_row_c<T, float>(p, g, gz, n, alpha, need_z, need_a, alpha_one_eps,
+                                    reinterpret_cast<float*>(sc.wb.data()));
+  return backward_row_c<T, double>(p, g, gz, n, alpha, need_z, need_a, alpha_one_eps, sc.wb.data());
+}
+
+int threads_for(int64_t rows, int64_t n, int nthreads) {
+  const int64_t work = rows * n;
+  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(nthreads, work / 16384 + 1));
+  return static_cast<int>(std::min<int64_t>(t, rows));
+}
+
+template <typename T>
+int forward_all(const T* z, T* out, int64_t rows, int64_t n, const T* alpha, double alpha_value, int nthreads) {
+  if (n >= (int64_t(1) << 31)) return 1;
+  const int nt = threads_for(rows, n, nthreads);
+#pragma omp parallel num_threads(nt)
+  {
+    Scratch sc(n);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
+      forward_row(z + r * n, out + r * n, n, a, sc);
+    }
+  }
+  return 0;
+}
+
+template <typename T>
+int backward_all(const T* p, const T* g, T* gz, double* ga, int64_t rows, int64_t n, const T* alpha,
+                 double alpha_value, double alpha_one_eps, int nthreads) {
+  if (n >= (int64_t(1) << 31)) return 1;
+  const int nt = threads_for(rows, n, nthreads);
+  const bool need_z = gz != nullptr, need_a = ga != nullptr;
+#pragma omp parallel num_threads(nt)
+  {
+    Scratch sc(n);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
+      const double v =
+          backward_row(p + r * n, g + r * n, need_z ? gz + r * n : nullptr, n, a, need_z, need_a, alpha_one_eps, sc);
+      if (need_a) ga[r] = v;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+int adasparse_abi_version() { return 1; }
+
+int adasparse_entmax_forward_f32(const float* z, float* out, int64_t rows, int64_t n, const float* alpha,
+                                 double alpha_value, int nthreads) {
+  return forward_all<float>(z, out, rows, n, alpha, alpha_value, nthreads);
+}
+
+int adasparse_entmax_forward_f64(const double* z, double* out, int64_t rows, int64_t n, const double* alpha,
+                                 double alpha_value, int nthreads) {
+  return forward_all<double>(z, out, rows, n, alpha, alpha_value, nthreads);
+}
+
+int adasparse_entmax_backward_f32(const float* p, const float* g, float* gz, double* ga, int64_t rows, int64_t n,
+                                  const float* alpha, double alpha_value, double alpha_one_eps, int nthreads) {
+  return backward_all<float>(p, g, gz, ga, rows, n, alpha, alpha_value, alpha_one_eps, nthreads);
+}
+
+int adasparse_entmax_backward_f64(const double* p, const double* g, double* gz, double* ga, int64_t rows, int64_t n,
+                                  const double* alpha, double alpha_value, double alpha_one_eps, int nthreads) {
+  return backward_all<double>(p, g, gz, ga, rows, n, alpha, alpha_value, alpha_one_eps, nthreads);
+}
+
+}  // extern "C"
