@@ -66,10 +66,11 @@ def peak_extra_bytes(fn, x, a, g) -> int:
     a.grad = None
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         _step(fn, x, a, g)
-    events = sorted((e for e in prof.events() if e.name == "[memory]"), key=lambda e: e.time_range.start)
+    # every event's own allocations (+) and frees (−), in time order; the running sum peaks at the answer
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     cur = peak = 0
     for e in events:
-        cur += e.cpu_memory_usage
+        cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return peak
 
