@@ -206,7 +206,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--src-lang", help="source language suffix in --data (when the folder does not say)")
     p.add_argument("--tgt-lang", help="target language suffix in --data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time budget in minutes (default 5)")
+    p.add_argument("--minutes", type=float, default=6.5, help="training time budget in minutes (default 6.5)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_demo)
 

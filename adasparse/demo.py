@@ -58,7 +58,7 @@ def _alpha_table(alphas: dict[str, torch.Tensor]) -> str:
 def run_demo(
     data_dir: str | None = None,
     out: str | Path = "runs/demo",
-    minutes: float = 5.0,
+    minutes: float = 6.5,
     seed: int = 1,
     src_lang: str | None = None,
     tgt_lang: str | None = None,
