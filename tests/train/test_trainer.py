@@ -199,3 +199,15 @@ def test_multi30k_train_translate_evaluate(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "BLEU" in printed and "chrF" in printed and "nrefs:1" in printed  # sacreBLEU's signature
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
+    data = _toy_corpus(tmp_path / "data")
+    # a learning rate too small to change the outputs: the validation WER never improves after the first
+    cfg = _toy_config(data, lr=1e-12, patience=1, max_steps=40, keep_last=1)
+    res = train(cfg, tmp_path / "run", quiet=True)
+    assert res.stopped_because == "patience"
+    assert res.step == 8  # validations at 4 (first: best) and 8 (no better: stop)
+    assert res.best_checkpoint.name == "step_00000004"
+    kept = [p.name for p in CheckpointManager(tmp_path / "run", create=False).checkpoints()]
+    assert kept == ["step_00000004", "step_00000008"]  # the best and the last one
