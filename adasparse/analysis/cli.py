@@ -105,9 +105,10 @@ def _model_name(norms: Mapping[str, Any]) -> str:
 
 
 def read_parallel(src: str | Path, tgt: str | Path, max_sentences: int | None = None) -> tuple[list[str], list[str]]:
-    """Read a parallel corpus (one sentence per line), keeping the first ``max_sentences`` pairs."""
-    src_lines = Path(src).read_text(encoding="utf-8").splitlines()
-    tgt_lines = Path(tgt).read_text(encoding="utf-8").splitlines()
+    """Read a parallel corpus (one sentence per line, plain or gzip), keeping the first ``max_sentences`` pairs."""
+    from ..data.corpus import read_lines  # plain or gzip, errors name the file and line
+
+    src_lines, tgt_lines = read_lines(src), read_lines(tgt)
     if len(src_lines) != len(tgt_lines):
         raise ValueError(f"--data: {src} has {len(src_lines)} lines but {tgt} has {len(tgt_lines)}; they must match")
     if max_sentences is not None:
