@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.attention is not None:  # "1.3" means α = 1.3
         overrides["attention"] = parse_overrides([f"attention={args.attention}"])["attention"]
     cfg = load_train_config(args.config, overrides)
-    result = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
+    result = train(cfg, args.out, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     print(f"finished at step {result.step} ({result.stopped_because}); best checkpoint: {result.best_checkpoint}")
     return 0
 
@@ -69,6 +69,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tensorboard/)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete the run folder's checkpoints and start again")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 

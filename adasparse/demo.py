@@ -81,7 +81,7 @@ def run_demo(
     print(f">> corpus folder: {files.directory}")
     cfg = demo_config(files.directory, g2p, minutes, seed, files.src_lang, files.tgt_lang)
     print(f">> training a learned-α model for at most {minutes:g} minutes (run folder {out / 'run'})")
-    result = train(cfg, out / "run")
+    result = train(cfg, out / "run", overwrite=True)  # a demo always starts afresh
     model, toks, ckpt = load_model(result.best_checkpoint or out / "run")
     print(f">> best checkpoint: {ckpt.path} (step {ckpt.step})")
 

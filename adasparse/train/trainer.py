@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def _alpha_record(model) -> dict[str, list[list[float]]]:
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool):
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, overwrite: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
         self.device = pick_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
@@ -151,6 +152,17 @@ class _Trainer:
         self.amp = _amp_dtype(cfg.amp, self.device)
         torch.manual_seed(cfg.seed)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and CheckpointManager(run_dir, create=False).checkpoints():
+            if not overwrite:
+                raise ValueError(
+                    f"{run_dir} already holds the checkpoints of a run: pass --resume to continue it, "
+                    "--overwrite to start again from scratch, or choose another --out"
+                )
+            if self.dist.is_main:
+                shutil.rmtree(run_dir / "checkpoints")
+                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+            if self.dist.enabled:
+                torch.distributed.barrier()
         self.ckpts = CheckpointManager(
             run_dir, keep_last=cfg.keep_last, metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max"
         )
@@ -449,9 +461,15 @@ class _Trainer:
         return stop
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> TrainResult:
-    """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`."""
-    trainer = _Trainer(cfg, Path(run_dir), resume, quiet)
+def train(
+    cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False, overwrite: bool = False
+) -> TrainResult:
+    """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`.
+
+    ``resume`` continues from the run folder's latest checkpoint; without it a folder that already holds
+    checkpoints is an error unless ``overwrite`` (which deletes them first).
+    """
+    trainer = _Trainer(cfg, Path(run_dir), resume, quiet, overwrite)
     try:
         return trainer.fit()
     finally:

@@ -90,6 +90,12 @@ def test_train_logs_alpha_and_checkpoints(tmp_path):
     model, toks, ckpt = load_model(tmp_path / "run")
     assert ckpt.path == res.best_checkpoint
     assert toks.src.vocab_size == model.config.src_vocab_size
+    # a second run into the same folder must not mix with the first
+    with pytest.raises(ValueError, match="--resume .* --overwrite"):
+        train(_toy_config(data), tmp_path / "run", quiet=True)
+    again = train(_toy_config(data, max_steps=4), tmp_path / "run", quiet=True, overwrite=True)
+    assert [p.name for p in CheckpointManager(tmp_path / "run", create=False).checkpoints()] == ["step_00000004"]
+    assert again.best_checkpoint.name == "step_00000004"
 
 
 def _kill_after_checkpoint(cmd, run_dir: Path, env) -> None:
