@@ -41,5 +41,32 @@ def test_translate_lines_copies_in_input_order(beam):
     out = translate_lines(model, pair, lines, SearchConfig(beam_size=beam), max_tokens=12)
     assert out == lines
     # truncated sources (eos kept) give truncated outputs
-    out = translate_lines(model, pair, lines, SearchConfig(beam_size=beam), max_src_len=3)
+    with pytest.warns(UserWarning, match="3 input lines are longer than 3 tokens"):
+        out = translate_lines(model, pair, lines, SearchConfig(beam_size=beam), max_src_len=3)
     assert out == [" ".join(line.split()[:2]) for line in lines]
+
+
+def test_translate_lines_respects_the_model_positions():
+    """Sources and outputs longer than the model's position table are cut (with a warning), not a crash."""
+    from adasparse.models import build_model
+    from adasparse.models.config import tiny
+
+    lines = ["a b c", "", " ".join("abcdefgh" * 5)]  # the last: 41 source ids, far beyond max_len=12
+    pair = TokenizerPair.train(lines, lines, TokenizerConfig(kind="whitespace"))
+    v = pair.tgt.vocab_size
+    ids = dict(pad_id=pair.tgt.pad_id, bos_id=pair.tgt.bos_id, eos_id=pair.tgt.eos_id)
+    torch.manual_seed(0)
+    model = build_model(tiny(attention="softmax", vocab_size=v, max_len=12, **ids)).eval()
+    step = model.decode_step
+
+    specials = torch.tensor([pair.tgt.pad_id, pair.tgt.bos_id, pair.tgt.eos_id, pair.tgt.unk_id])
+
+    def no_eos_step(*args):  # only letters, never eos: every output runs to the length limit
+        logits, cache = step(*args)
+        return logits.index_fill(1, specials, float("-inf")), cache
+
+    model.decode_step = no_eos_step
+    for beam in (1, 2):
+        with pytest.warns(UserWarning, match="1 input lines are longer than 12 tokens"):
+            out = translate_lines(model, pair, lines, SearchConfig(beam_size=beam, max_len=100))
+        assert [len(h.split()) for h in out] == [12, 12, 12]  # max_len outputs, eos (never chosen) excluded
