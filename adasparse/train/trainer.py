@@ -183,11 +183,14 @@ class _Trainer:
             if self.dist.enabled:
                 torch.distributed.barrier()
             self.tokenizers = TokenizerPair.load(tok_dir)
-        src, tgt, dropped = encode_pairs(
-            self.tokenizers, train_corpus.src, train_corpus.tgt, cfg.max_tokens_per_sentence
-        )
+        self.model_config = model_config_for(cfg, self.tokenizers)
+        # a pair longer than the model's position table would stop training in the middle of an epoch
+        max_len = min(cfg.max_tokens_per_sentence, self.model_config.max_len)
+        src, tgt, dropped = encode_pairs(self.tokenizers, train_corpus.src, train_corpus.tgt, max_len)
         if dropped:
-            self._print(f"dropped {dropped} training pairs longer than {cfg.max_tokens_per_sentence} tokens")
+            self._print(f"dropped {dropped} training pairs longer than {max_len} tokens")
+        if not src:
+            raise ValueError(f"no training pairs left: all {dropped} are longer than {max_len} tokens")
         dws = cfg.data_world_size or self.dist.world_size
         if self.dist.enabled and dws != self.dist.world_size:
             raise ValueError(f"data_world_size={dws} must equal the number of processes ({self.dist.world_size})")
@@ -197,12 +200,11 @@ class _Trainer:
         )  # fmt: skip
         self.valid = valid_corpus
         if valid_corpus is not None:
-            vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, cfg.max_tokens_per_sentence)
+            vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, max_len)
             self.valid_batcher = TokenBatcher(
                 vs, vt, cfg.batch_tokens, shuffle=False, rank=None, pad_id=self.tokenizers.tgt.pad_id
             )
 
-        self.model_config = model_config_for(cfg, self.tokenizers)
         self.model = build_model(self.model_config).to(self.device)
         self.ddp = None
         if self.dist.enabled:

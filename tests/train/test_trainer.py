@@ -217,3 +217,17 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     assert res.best_checkpoint.name == "step_00000004"
     kept = [p.name for p in CheckpointManager(tmp_path / "run", create=False).checkpoints()]
     assert kept == ["step_00000004", "step_00000008"]  # the best and the last one
+
+
+def test_pairs_beyond_the_model_positions_are_dropped_not_fatal(tmp_path, capsys):
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    long_pair = " ".join("abcdefghij" * 3)  # 30 symbols + eos: beyond model.max_len=16, within the other limits
+    for split in ("train", "valid"):
+        for side in ("in", "out"):
+            with open(data / f"{split}.{side}", "a") as f:
+                f.write((long_pair + "\n") * 5)
+    # one epoch (max_steps is not reached): every training pair goes through the model once
+    cfg = _toy_config(data, model={"max_len": 16}, max_tokens_per_sentence=200, max_epochs=1, max_steps=1000)
+    res = train(cfg, tmp_path / "run")
+    assert res.stopped_because == "max_epochs" and res.step > 0
+    assert "dropped 5 training pairs longer than 16 tokens" in capsys.readouterr().out
