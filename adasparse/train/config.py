@@ -102,19 +102,57 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+        for name in ("valid_beam", "max_tokens_per_sentence"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("max_epochs", "patience", "valid_max_sentences", "max_pairs", "num_threads", "data_world_size"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v <= 0):
+                raise ValueError(f"{name} must be a positive int or null, got {v!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
-        if not (isinstance(self.lr, int | float) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
+        for name in ("lr", "adam_eps"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for name in ("clip_norm", "weight_decay"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a number >= 0 (0 = off), got {getattr(self, name)!r}")
+        if self.max_minutes is not None and (not _is_number(self.max_minutes) or self.max_minutes <= 0):
+            raise ValueError(f"max_minutes must be a positive number or null, got {self.max_minutes!r}")
+        if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if not isinstance(self.joint_vocab, bool):
+            raise ValueError(f"joint_vocab must be true or false, got {self.joint_vocab!r}")
+        if not (isinstance(self.betas, list | tuple) and len(self.betas) == 2 and all(map(_is_number, self.betas))):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        for name in ("data_dir", "src_lang", "tgt_lang", "train_src", "train_tgt", "valid_src", "valid_tgt"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"{name} must be a string (a path or a language suffix), got {v!r}")
         if self.data_dir is None and (self.train_src is None) != (self.train_tgt is None):
             raise ValueError("give both train_src and train_tgt (or data_dir)")
         if not isinstance(self.model, dict):
-            raise TypeError(f"model must be a mapping of Seq2SeqConfig overrides, got {type(self.model).__name__}")
+            raise ValueError(f"model must be a mapping of Seq2SeqConfig overrides, got {self.model!r}")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Build the model config once with stand-in vocabulary sizes, so that a bad ``attention`` or ``model``
+        entry is reported now, not after reading the corpus and training the tokenizer."""
+        from ..models import config as presets
+
+        kw = dict(self.model)
+        if "vocab_size" not in kw:
+            kw.setdefault("src_vocab_size", 1 << 16)
+            kw.setdefault("tgt_vocab_size", 1 << 16)
+        try:
+            getattr(presets, self.preset)(attention=self.attention, **kw)
+        except TypeError as e:  # a value of the wrong type, e.g. attention=[1.5]
+            raise ValueError(f"attention/model options: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -133,12 +171,27 @@ class TrainConfig:
         """A copy with ``overrides`` applied; keys ``model.<field>`` go into :attr:`model`."""
         top = {k: v for k, v in overrides.items() if not k.startswith("model.")}
         model = dict(self.model)
+        if "model" in top:  # model={d_model: 64, ...} adds to the model overrides
+            given = top.pop("model")
+            if not isinstance(given, dict):
+                raise ValueError(
+                    f"model must be a mapping of Seq2SeqConfig overrides (or use model.<field>=value), got {given!r}"
+                )
+            model.update(given)
         model.update({k[len("model.") :]: v for k, v in overrides.items() if k.startswith("model.")})
         names = {f.name for f in fields(self)}
         unknown = sorted(set(top) - names)
         if unknown:
             raise ValueError(f"unknown training options {unknown}; allowed: {sorted(names)} and model.<field>")
         return replace(self, **top, model=model)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
