@@ -186,6 +186,26 @@ class TrainConfig:
         return replace(self, **top, model=model)
 
 
+def _yaml_loader():
+    """PyYAML's safe loader, reading ``5e-4`` and ``1e9`` as numbers (YAML 1.2) rather than strings (YAML 1.1)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    return Loader
+
+
+def _load_yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader: no arbitrary objects
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -203,7 +223,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = _load_yaml(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: invalid value: {getattr(e, 'problem', e)}") from None
     return out
 
 
@@ -224,7 +247,7 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
             import yaml
 
             try:
-                base = yaml.safe_load(text) or {}
+                base = _load_yaml(text) or {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f", line {mark.line + 1}" if mark is not None else ""

@@ -69,3 +69,23 @@ def test_parse_overrides_syntax():
     }
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["max_steps"])
+
+
+def test_exponent_numbers_are_numbers_on_the_command_line_and_in_files(tmp_path):
+    # PyYAML alone reads 5e-4 as the string "5e-4" (YAML 1.1): `--set lr=5e-4` used to be rejected
+    assert parse_overrides(["lr=5e-4", "adam_eps=1e-9", "x=1.5e3", "y=abc", "z=e5"]) == {
+        "lr": 5e-4,
+        "adam_eps": 1e-9,
+        "x": 1500.0,
+        "y": "abc",
+        "z": "e5",
+    }
+    f = tmp_path / "cfg.yaml"
+    f.write_text("lr: 5e-4\nmodel:\n  dropout: 1e-1\n")
+    cfg = load_train_config(f, parse_overrides(["label_smoothing=5E-2"]))
+    assert (cfg.lr, cfg.model["dropout"], cfg.label_smoothing) == (5e-4, 0.1, 0.05)
+
+
+def test_unparsable_set_value_is_a_value_error():
+    with pytest.raises(ValueError, match=r"--set 'betas=\[0.9,'"):
+        parse_overrides(["betas=[0.9,"])
