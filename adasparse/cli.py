@@ -113,7 +113,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-ratio", type=float, default=1.5, help="max output length = ratio·source + offset")
     p.add_argument("--max-len-offset", type=int, default=10)
     p.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per decoding batch")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def _load(args: argparse.Namespace):
@@ -155,8 +155,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         if not args.src:
             return _fail("evaluate: give --src (to translate with --checkpoint) or --hyp (existing outputs)")
+        if not args.checkpoint:
+            return _fail("evaluate: --src needs --checkpoint (the model that translates it)")
+        srcs = read_lines(args.src)
+        if len(srcs) != len(refs):  # before decoding, which can take long
+            return _fail(f"evaluate: {args.src} has {len(srcs)} lines but {args.ref} has {len(refs)}")
         model, toks, _ = _load(args)
-        hyps = translate_lines(model, toks, read_lines(args.src), _search_config(args), max_tokens=args.batch_tokens)
+        hyps = translate_lines(model, toks, srcs, _search_config(args), max_tokens=args.batch_tokens)
         if args.output:
             _write_output(args.output, hyps)
     if len(hyps) != len(refs):

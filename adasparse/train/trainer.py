@@ -61,11 +61,16 @@ class TrainResult:
 
 
 def pick_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU) or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``...)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but CUDA is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was asked for but CUDA is not available")
+    return device
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -1,0 +1,38 @@
+"""User errors on the command line end with one clear line (exit status 2), never a traceback."""
+
+import pytest
+import torch
+
+from adasparse.cli import main as cli_main
+from adasparse.train.trainer import pick_device
+
+
+def _lines(path, n):
+    path.write_text("".join(f"a b {i}\n" for i in range(n)))
+    return str(path)
+
+
+def test_evaluate_src_without_checkpoint(tmp_path, capsys):
+    rc = cli_main(["evaluate", "--src", _lines(tmp_path / "s", 3), "--ref", _lines(tmp_path / "r", 3)])
+    assert rc == 2
+    assert "--src needs --checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_checks_line_counts_before_loading_the_model(tmp_path, capsys):
+    # the checkpoint does not exist: the count mismatch must be reported first, without decoding anything
+    src, ref = _lines(tmp_path / "s", 3), _lines(tmp_path / "r", 4)
+    rc = cli_main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--src", src, "--ref", ref])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{src} has 3 lines but {ref} has 4" in err
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", ""])
+def test_bad_device_name(name):
+    with pytest.raises(ValueError, match="device must be"):
+        pick_device(name)
+
+
+def test_device_names():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
