@@ -423,6 +423,8 @@ class _Trainer:
                     pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
                 win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
             out_of_time = cfg.max_minutes is not None and self.elapsed >= 60 * cfg.max_minutes
+            if cfg.max_minutes is not None and self.dist.enabled:
+                out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
             if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
                 if self._validate_and_save():
                     stopped = "patience"
@@ -461,11 +463,13 @@ class _Trainer:
             self.bad_validations = 0
         self._save(value)
         stop = self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
-        if self.dist.enabled:
-            flag = torch.tensor([float(stop)], device=self.device)
-            torch.distributed.broadcast(flag, 0)
-            stop = bool(flag.item())
-        return stop
+        return self._rank0_decides(stop) if self.dist.enabled else stop
+
+    def _rank0_decides(self, flag: bool) -> bool:
+        """Rank 0's value of ``flag`` on every rank (a collective: every rank must call it)."""
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.broadcast(t, 0)
+        return bool(t.item())
 
 
 def train(

@@ -139,7 +139,10 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     data = _toy_corpus(tmp_path / "data")
-    cfg = _toy_config(data, max_steps=6, valid_every=6, log_every=1, model={"dropout": 0.0, "max_len": 32})
+    # max_minutes: the ranks agree on the time limit every step (rank 0 decides)
+    cfg = _toy_config(
+        data, max_steps=6, valid_every=6, log_every=1, max_minutes=60, model={"dropout": 0.0, "max_len": 32}
+    )
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [
