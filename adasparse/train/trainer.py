@@ -254,6 +254,14 @@ class _Trainer:
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, device="cpu")
+        saved, now = ckpt.config.get("model") or {}, self.model_config.to_dict()
+        differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if saved and differ:
+            changes = ", ".join(f"{k}: {saved.get(k)!r} → {now.get(k)!r}" for k in differ)
+            raise ValueError(
+                f"cannot resume {path}: this configuration builds a different model ({changes}); resume with the "
+                f"run's own options (its config.json, key 'train'), or start a new run"
+            )
         self.model.load_state_dict(ckpt.model_state)
         st = ckpt.trainer_state
         self.optimizer.load_state_dict(st["optimizer"])

@@ -234,3 +234,12 @@ def test_pairs_beyond_the_model_positions_are_dropped_not_fatal(tmp_path, capsys
     res = train(cfg, tmp_path / "run")
     assert res.stopped_because == "max_epochs" and res.step > 0
     assert "dropped 5 training pairs longer than 16 tokens" in capsys.readouterr().out
+
+
+def test_resume_with_a_different_model_is_a_clear_error(tmp_path):
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    train(_toy_config(data, max_steps=2, valid_every=2), tmp_path / "run", quiet=True)
+    with pytest.raises(ValueError, match=r"cannot resume .*context: 'learned' → 'softmax'.*enc_self"):
+        train(_toy_config(data, max_steps=4, attention="softmax"), tmp_path / "run", resume=True, quiet=True)
+    # the same model with other run options (more steps) resumes
+    assert train(_toy_config(data, max_steps=4), tmp_path / "run", resume=True, quiet=True).step == 4
