@@ -10,6 +10,7 @@ corpus folder of your own (BPE tokenizer, BLEU/chrF instead of WER/PER).
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -104,8 +105,17 @@ def run_demo(
 
     from .analysis.cli import analyze_checkpoints
 
-    print(">> analysing attention on 200 test pairs (teacher forcing)")
-    report = analyze_checkpoints([ckpt.path], test.src[:200], test.tgt[:200], out / "report")
+    fit = (  # the analysis needs whole sentences within the model's positions
+        (s, t)
+        for s, t in zip(test.src, test.tgt)
+        if max(
+            len(toks.src.encode(s, add_bos=False, add_eos=True)), len(toks.tgt.encode(t, add_bos=True, add_eos=True))
+        )
+        <= model.config.max_len
+    )
+    pairs = list(itertools.islice(fit, 200))
+    print(f">> analysing attention on {len(pairs)} test pairs (teacher forcing)")
+    report = analyze_checkpoints([ckpt.path], [s for s, _ in pairs], [t for _, t in pairs], out / "report")
     print(report.summary)
     print(f">> analysis report: {report.html_path}")
     print(f">> demo finished in {(time.perf_counter() - t0) / 60:.1f} minutes")

@@ -7,6 +7,10 @@ from .train.test_trainer import _toy_corpus
 
 def test_demo_on_a_user_corpus(tmp_path, capsys):
     data = _toy_corpus(tmp_path / "data", n_train=200, n_valid=20)
+    long_line = " ".join("abcdefghij" * 15) + "\n"  # 150 words: longer than the demo model's 128 positions
+    for side in ("in", "out"):
+        f = data / f"test.{side}"
+        f.write_text(long_line + f.read_text())
     assert run_demo(data_dir=str(data), out=tmp_path / "demo", minutes=0.05, seed=2, src_lang="in", tgt_lang="out") == 0
     out = capsys.readouterr().out
     assert "test: BLEU" in out and "learned α per head" in out
