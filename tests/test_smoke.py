@@ -7,8 +7,15 @@ import adasparse
 
 
 def test_public_api_names():
-    for name in ["entmax", "sparsemax", "entmax15", "entmax_loss", "Entmax", "LearnableAlpha"]:
-        assert hasattr(adasparse, name)
+    promised = {"entmax", "sparsemax", "entmax15", "entmax_loss", "sparsemax_loss", "entmax15_loss", "Entmax"}
+    promised |= {"Sparsemax", "Entmax15", "LearnableAlpha", "entmax_attention", "MultiheadAttention"}
+    promised |= {"Seq2SeqTransformer", "DecoderOnlyTransformer"}
+    assert promised <= set(adasparse.__all__)
+    for name in adasparse.__all__:  # every exported name resolves
+        assert getattr(adasparse, name) is not None, name
+    ns: dict = {}
+    exec("from adasparse import *", ns)
+    assert set(adasparse.__all__) <= set(ns)
 
 
 def test_cli_version():
