@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad values; missing, unreadable or unwritable paths
         return _fail(str(e))
 
 

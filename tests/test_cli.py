@@ -36,3 +36,14 @@ def test_bad_device_name(name):
 def test_device_names():
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_train_out_is_an_existing_file(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    for name in ("train.in", "train.out"):
+        _lines(tmp_path / "data" / name, 3)
+    (tmp_path / "run").write_text("not a folder")
+    rc = cli_main(["train", "--data", str(tmp_path / "data"), "--src-lang", "in", "--tgt-lang", "out"]
+                  + ["--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert rc == 2
+    assert str(tmp_path / "run") in capsys.readouterr().err
