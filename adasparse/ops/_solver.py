@@ -42,7 +42,6 @@ from . import _cpu
 __all__ = ["solve_entmax", "entmax_forward", "plain_eager"]
 
 _MAX_NEWTON = 100  # Newton from the left converges in far fewer; this is a safety net
-_SPARSEMAX_SORT_FALLBACK = True
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -122,7 +121,7 @@ def _newton(x: Tensor, d, tol: float, count_mask: bool) -> Tensor:
             xa = xa[sel]
             if not isinstance(d, float):
                 da = da[sel]
-    if isinstance(d, float) and d == 1.0 and _SPARSEMAX_SORT_FALLBACK:
+    if isinstance(d, float) and d == 1.0:
         rest = torch.arange(rows, device=x.device) if idx is None else idx
         tau[rest] = _sparsemax_sort(x[rest])
     return tau
