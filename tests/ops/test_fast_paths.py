@@ -83,6 +83,27 @@ def test_kernel_matches_reference_path(dtype, n, alpha):
     assert not torch.isnan(fast[0]).any() and not torch.isnan(fast[1]).any()
 
 
+@pytest.mark.parametrize("n", [5, 40, 128])
+def test_rows_of_every_kind_interleaved(n):
+    """The kernel keeps several Newton rows in flight and computes the other rows on the spot: rows of
+    every kind, interleaved in one call, must each match the reference path."""
+    rows = 61  # odd, so that the rows in flight run out unevenly
+    x = _scores((rows, n), torch.float32, seed=3)
+    x[5, :] = float("-inf")  # a second fully masked row, among Newton rows
+    x[9, 1] = float("nan")  # a NaN row stays NaN, alone
+    a = _row_alpha(rows, [1.3, 1.3, 1.05, 1.5, 1.3, 2.0, 1.7, 1.0, 2.5, 1.3, 1.9], torch.float32)
+    g = torch.randn(rows, n, generator=torch.Generator().manual_seed(2))
+    fast = _run(x, a, g, reference=False)
+    ref = _run(x, a, g, reference=True)
+    ok = torch.ones(rows, dtype=torch.bool)
+    ok[9] = False
+    assert torch.isnan(fast[0][9]).all() and not torch.isnan(fast[0][ok]).any()
+    torch.testing.assert_close(fast[0][ok], ref[0][ok], atol=2e-6, rtol=1e-4)
+    torch.testing.assert_close(fast[1][ok], ref[1][ok], atol=2e-6, rtol=1e-4)
+    assert torch.all(fast[0][ok][torch.isinf(x[ok])] == 0)
+    assert torch.all(fast[0][5] == 0) and torch.all(fast[1][5] == 0)
+
+
 @pytest.mark.parametrize("alpha", [1.01, 1.1, 1.3, 1.5, 1.7, 2.0])
 @pytest.mark.parametrize("n", [128, 512])
 def test_float32_accuracy_against_float64_reference(alpha, n):

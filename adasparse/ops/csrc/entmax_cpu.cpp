@@ -13,7 +13,9 @@
 //               1 < α < 2: a power-mean lower bound (no powers), then Newton on φ(τ) = ‖[x − τ]₊‖_d − 1
 //               (d = 1/(α−1)), convex and decreasing, so the iterates climb monotonically; exact for a
 //               single (or tied) top entry, hence far fewer steps than Newton on Σ[x − τ]₊^d − 1; the last
-//               pass also yields p (first-order update), so there is no separate output pass;
+//               pass also yields p (second-order update, with the last step taken from the second-order
+//               model of f), so there is no separate power pass for the output; float rows are kept two
+//               at a time in flight, so that the CPU overlaps their dependency chains;
 //               α > 2: bisection on [−1, −n^{1−α}];  α = 1: softmax.
 //            4. p on the support, normalised, scattered into a zeroed row.
 //   backward s = p^{2−α} on the support (gathered first: powers only there); ∂ℓ/∂z = s ⊙ (g − Σ s⊙g / Σ s);
@@ -350,60 +352,149 @@ double tau_lower_bound(C* xb, int32_t* ib, int64_t& k, double am1) {
 
 // 1 < α < 2: Newton on φ(τ) = (Σ r^d)^{1/d} − 1, r = [x − τ]₊, from a lower bound τ0.  φ is convex and
 // decreasing, so the iterates climb monotonically.  Each pass computes e = r^{d−1} (kept in wb), Σ e and
-// Σ e·r; once the step δ is so small that the first-order update p = e·(r − dδ) is exact to `eps`
-// (second-order term d(d−1)/2 · r^{d−2} δ²), wb receives those p and the pass count ends there: no
-// separate pass for the output.  Returns Σ p (wb holds the unnormalised p of the k candidates).
+// Σ e·r; once the step δ is so small that the second-order update p = e·(r − dδ + d(d−1)/2 · δ²/r) is
+// exact to `eps` (see init), wb receives those p and the pass count ends there: no separate pass for the
+// output.  The pieces below (pass, step, finish) are driven either row by row
+// (newton_output) or for several rows at once (forward_lanes), whose independent chains the CPU overlaps.
 template <typename C>
-double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, double eps, C* wb) {
-  const double d = 1.0 / am1;
-  const C dm1 = static_cast<C>(d - 1.0);
-  const double q = 0.5 * d * (d - 1.0);
-  const double accept = q <= 0.0 ? 1.0 : (d >= 2.0 ? std::sqrt(eps / q) : vexp(vlog(eps / q) / d));
-  for (int it = 0; it < 100 && k > 0; ++it) {
+struct Newton {
+  C* xb;
+  int32_t* ib;
+  C* wb;  // r^{d−1}, then p
+  C* ub;  // r^{d−2} (last pass only)
+  int64_t k;
+  double am1, tau, accept;
+  int it;
+  void init(double am1_, double tau_, double eps) {
+    am1 = am1_;
+    tau = tau_;
+    it = 0;
+    // finish() is second order, so its error is third order in the last step δ: with r = x − τ ≤ 1 and
+    // the update only where r > δ, it is ≤ C(d,3)·δ³ for d ≥ 3 and ≤ G·δ^d for d < 3, where
+    // G = max(|(d−1)(d−2)|/2, |C(d,3)|) bounds the scaled error (checked numerically over r/δ ∈ (1, 10⁴]).
+    const double d = 1.0 / am1, c3 = std::fabs(d * (d - 1.0) * (d - 2.0)) / 6.0;
+    if (d >= 3.0) {
+      accept = vexp(vlog(eps / c3) / 3.0);
+    } else {
+      const double g = std::max(std::fabs((d - 1.0) * (d - 2.0)) * 0.5, c3) * 1.25;
+      accept = g <= 0.0 ? 1.0 : vexp(vlog(eps / g) / d);
+    }
+  }
+  // one pass at τ: e = r^{d−1} into wb; returns Σ e·r = Σ r^d (S0) and Σ e = Σ r^{d−1} (S1)
+  void pass(double& S0, double& S1) const {
     ADASPARSE_DEBUG_COUNT(k);
     const int64_t kp = round_up(k);
-    const C tc = static_cast<C>(tau);
+    const C tc = static_cast<C>(tau), dm1 = static_cast<C>(1.0 / am1 - 1.0);
+    const C* __restrict x = xb;  // locals: the compiler must not reload the members inside the loop
+    C* __restrict w = wb;
     C s0 = 0, s1 = 0;
 #pragma omp simd reduction(+ : s0, s1)
     for (int64_t j = 0; j < kp; ++j) {
-      const C r = xb[j] - tc;
+      const C r = x[j] - tc;
       const bool on = r > C(0);
       const C e = vexp(dm1 * vlog(on ? r : C(1)));  // r^{d−1}
-      wb[j] = on ? e : C(0);
+      w[j] = on ? e : C(0);
       s1 += on ? e : C(0);
       s0 += on ? e * r : C(0);
     }
-    const double S0 = s0, S1 = s1;
-    // φ/(−φ') = (S0 − S0^{1−1/d}) / S1 far from the root; near it (|S0 − 1| < 1/64) the plain Newton
-    // step on f, (S0 − 1)/(d S1), which agrees to first order, needs no power and also stays left of
-    // the root (f is convex too).  ≤ 0 only at the root (or just past it, by rounding).
-    double step = 0.0;
+    S0 = s0;
+    S1 = s1;
+  }
+  // after the last pass: u = e/r = r^{d−2} into ub (the finish's second-order term); returns Σ u
+  double curvature() const {
+    const int64_t kp = round_up(k);
+    const C tc = static_cast<C>(tau);
+    const C* __restrict x = xb;
+    const C* __restrict w = wb;
+    C* __restrict u = ub;
+    C s2 = 0;
+#pragma omp simd reduction(+ : s2)
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = x[j] - tc;
+      const bool on = r > C(0);
+      const C v = on ? w[j] / (on ? r : C(1)) : C(0);
+      u[j] = v;
+      s2 += v;
+    }
+    return s2;
+  }
+  // the last step, once done(): the root of the second-order model of f on the support,
+  // Σ r^d − dδ Σ r^{d−1} + d(d−1)/2 · δ² Σ r^{d−2} = 1 (stable root form), so that τ + δ is off by O(δ³)
+  // only, like the second-order update of finish()
+  double last_step(double S0, double S1, double S2, double st) const {
+    const double d = 1.0 / am1, q = 0.5 * d * (d - 1.0), b = d * S1;
+    const double disc = b * b - 4.0 * q * S2 * (S0 - 1.0);
+    if (!(S1 > 0.0) || !(disc >= 0.0)) return st;
+    const double t = 2.0 * (S0 - 1.0) / (b + std::sqrt(disc));
+    return t > 0.0 ? t : 0.0;
+  }
+  // the Newton step from (S0, S1): φ/(−φ') = (S0 − S0^{1−1/d}) / S1 far from the root; near it
+  // (|S0 − 1| < 1/64) the plain Newton step on f, (S0 − 1)/(d S1), which agrees to first order, needs no
+  // power and also stays left of the root (f is convex too).  ≤ 0 only at the root (or just past it, by
+  // rounding), where it is clamped to 0.
+  double step(double S0, double S1) const {
+    double st = 0.0;
     if (S1 > 0.0) {
       if (std::fabs(S0 - 1.0) < 0.015625) {
-        step = am1 * (S0 - 1.0) / S1;
+        st = am1 * (S0 - 1.0) / S1;
       } else if (sizeof(C) == 4) {  // float rows: float precision for S0^{1−1/d} (rounding ≪ float accuracy)
         const float pw = vexp(static_cast<float>(1.0 - am1) * vlog(static_cast<float>(S0)));
-        step = (S0 - static_cast<double>(pw)) / S1;
+        st = (S0 - static_cast<double>(pw)) / S1;
       } else {  // double rows: a rounded step could overshoot the root by more than the accuracy wanted
-        step = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
+        st = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
       }
     }
-    if (!(step > 0.0)) step = 0.0;
-    if (step <= accept || it == 99) {
-      const C sh = static_cast<C>(d * step);
-      C s = 0;
+    return st > 0.0 ? st : 0.0;
+  }
+  bool done(double st) const { return st <= accept || it == 99; }
+  // after curvature(): p = (r − δ)^d ≈ e·(r − dδ) + d(d−1)/2 · δ² u into wb (second-order update to
+  // τ + δ, 0 where r ≤ δ); returns Σ p
+  double finish(double st) const {
+    const int64_t kp = round_up(k);
+    const double d = 1.0 / am1;
+    const C tc = static_cast<C>(tau), h = static_cast<C>(st), sh = static_cast<C>(d * st),
+            q2 = static_cast<C>(0.5 * d * (d - 1.0) * st * st);
+    const C* __restrict x = xb;
+    const C* __restrict u = ub;
+    C* __restrict w = wb;
+    C s = 0;
 #pragma omp simd reduction(+ : s)
-      for (int64_t j = 0; j < kp; ++j) {
-        const C r = xb[j] - tc;  // −inf on the padding, where wb is 0
-        const C pj = r > C(0) ? std::max(wb[j] * (r - sh), C(0)) : C(0);
-        wb[j] = pj;
-        s += pj;
-      }
-      return s;
+    for (int64_t j = 0; j < kp; ++j) {
+      const C r = x[j] - tc;  // −inf on the padding, where wb is 0
+      const C pj = r > h ? std::max(w[j] * (r - sh) + q2 * u[j], C(0)) : C(0);
+      w[j] = pj;
+      s += pj;
     }
-    tau += step;
+    return s;
+  }
+  // the whole ending: curvature, last step, finish; returns Σ p
+  double conclude(double S0, double S1, double st) const {
+    if (k == 0) return 0.0;
+    return finish(last_step(S0, S1, curvature(), st));
+  }
+  void advance(double st) {
+    tau += st;
+    ++it;
     k = compact(xb, ib, k, tau);
   }
+};
+
+// one row: returns Σ p (wb holds the unnormalised p of the k candidates)
+template <typename C>
+double newton_output(C* xb, int32_t* ib, int64_t& k, double am1, double tau, double eps, C* wb) {
+  Newton<C> nt{xb, ib, wb, wb + round_up(k) + kB, k, 0.0, 0.0, 0.0, 0};
+  nt.init(am1, tau, eps);
+  while (nt.k > 0) {
+    double S0, S1;
+    nt.pass(S0, S1);
+    const double st = nt.step(S0, S1);
+    if (nt.done(st)) {
+      k = nt.k;
+      return nt.conclude(S0, S1, st);
+    }
+    nt.advance(st);
+  }
+  k = 0;
   return 0.0;
 }
 
@@ -508,29 +599,116 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
   for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
 }
 
+// the max pass: returns true when the row is settled here (NaN/+inf → NaN row, fully masked → zeros)
 template <typename T>
-void forward_row(const T* z, T* out, int64_t n, double alpha, Scratch& sc) {
-  T m = -std::numeric_limits<T>::infinity();
-  int64_t bad = 0, nfin = 0;
-#pragma omp simd reduction(max : m) reduction(+ : bad, nfin)
+bool row_prelude(const T* z, T* out, int64_t n, T& m, int64_t& nfin) {
+  m = -std::numeric_limits<T>::infinity();
+  int64_t bad = 0, fin = 0;
+#pragma omp simd reduction(max : m) reduction(+ : bad, fin)
   for (int64_t i = 0; i < n; ++i) {
     const T v = z[i];
     m = v > m ? v : m;
     bad += (v != v);
-    nfin += (v > -std::numeric_limits<T>::infinity());
+    fin += (v > -std::numeric_limits<T>::infinity());
   }
+  nfin = fin;
   if (bad || m == std::numeric_limits<T>::infinity()) {  // NaN (or +inf) stays in its row
     fill(out, n, std::numeric_limits<T>::quiet_NaN());
-    return;
+    return true;
   }
   if (nfin == 0) {  // fully masked row
     fill(out, n, T(0));
-    return;
+    return true;
   }
+  return false;
+}
+
+template <typename T>
+void forward_row(const T* z, T* out, int64_t n, double alpha, Scratch& sc) {
+  T m;
+  int64_t nfin;
+  if (row_prelude(z, out, n, m, nfin)) return;
   if (sizeof(T) == 4 && alpha - 1.0 >= kDoubleBelowAm1)
     forward_row_c<T, float>(z, out, n, alpha, m, static_cast<double>(nfin), sc);
   else
     forward_row_c<T, double>(z, out, n, alpha, m, static_cast<double>(nfin), sc);
+}
+
+// normalise the candidates' p (wb) and scatter them into a zeroed output row
+template <typename T, typename C>
+void scatter_output(T* out, int64_t n, const C* wb, const int32_t* ib, int64_t k, C s) {
+  fill(out, n, T(0));
+  if (!(s > 0)) return;
+  const C inv = C(1) / s;
+  for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
+}
+
+// Rows of float type with 1.125 ≤ α < 2, α ≠ 1.5 (the Newton rows), kLanes at a time: each round does the
+// pass of every lane, then every lane's step.  One row's Newton iteration is a chain of dependent
+// latencies (powers, a horizontal sum, a scalar power, a division, the compaction); the lanes' chains are
+// independent, so the CPU overlaps them.  A lane whose row is done takes the next row at once.  Other
+// rows are computed on the spot by forward_row.
+constexpr int kLanes = 2;
+
+template <typename T>
+void forward_lanes(const T* z, T* out, int64_t r0, int64_t r1, int64_t n, const T* alpha, double alpha_value,
+                   Scratch* sc) {
+  Newton<float> L[kLanes];
+  int64_t row[kLanes];
+  int active = 0;
+  int64_t next = r0;
+  // load the next Newton row into lane `l`; false when no rows are left
+  auto load = [&](int l) -> bool {
+    while (next < r1) {
+      const int64_t r = next++;
+      const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
+      const T* zr = z + r * n;
+      T* orow = out + r * n;
+      if (!(a - 1.0 >= kDoubleBelowAm1 && a < 2.0 && a != 1.5)) {
+        forward_row(zr, orow, n, a, sc[l]);
+        continue;
+      }
+      T m;
+      int64_t nfin;
+      if (row_prelude(zr, orow, n, m, nfin)) continue;
+      Newton<float>& nt = L[l];
+      nt.xb = reinterpret_cast<float*>(sc[l].xb.data());
+      nt.ib = sc[l].ib.data();
+      nt.wb = reinterpret_cast<float*>(sc[l].wb.data());
+      nt.ub = nt.wb + round_up(n) + kB;
+      nt.k = gather<T, float>(zr, n, static_cast<float>(m), static_cast<float>(a - 1.0), nt.xb, nt.ib);
+      const double tau = tau_lower_bound(nt.xb, nt.ib, nt.k, a - 1.0);
+      nt.init(a - 1.0, tau, 1e-9);
+      row[l] = r;
+      return true;
+    }
+    return false;
+  };
+  int on[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    on[l] = load(l);
+    active += on[l];
+  }
+  double S0[kLanes], S1[kLanes];
+  while (active > 0) {
+    for (int l = 0; l < kLanes; ++l)
+      if (on[l]) L[l].pass(S0[l], S1[l]);
+    for (int l = 0; l < kLanes; ++l) {
+      if (!on[l]) continue;
+      Newton<float>& nt = L[l];
+      const double st = nt.step(S0[l], S1[l]);
+      if (nt.done(st) || nt.k == 0) {
+        const float s = static_cast<float>(nt.conclude(S0[l], S1[l], st));
+        scatter_output(out + row[l] * n, n, nt.wb, nt.ib, nt.k, s);
+        if (!load(l)) {
+          on[l] = 0;
+          --active;
+        }
+      } else {
+        nt.advance(st);
+      }
+    }
+  }
 }
 
 // the support (p > 0) of a row with g and the indices; also Σ p (NaN iff the row holds a NaN)
@@ -702,11 +880,23 @@ int forward_all(const T* z, T* out, int64_t rows, int64_t n, const T* alpha, dou
   const int nt = threads_for(rows, n, nthreads);
 #pragma omp parallel num_threads(nt)
   {
-    Scratch sc(n);
+    if (sizeof(T) == 4) {  // contiguous blocks of rows per thread, kLanes rows in flight
+      std::vector<Scratch> sc(kLanes, Scratch(n));
+#ifdef _OPENMP
+      const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+      const int64_t t = 0, nth = 1;
+#endif
+      const int64_t per = (rows + nth - 1) / nth;
+      const int64_t r0 = std::min(rows, t * per), r1 = std::min(rows, r0 + per);
+      forward_lanes(z, out, r0, r1, n, alpha, alpha_value, sc.data());
+    } else {
+      Scratch sc(n);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
-      forward_row(z + r * n, out + r * n, n, a, sc);
+      for (int64_t r = 0; r < rows; ++r) {
+        const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
+        forward_row(z + r * n, out + r * n, n, a, sc);
+      }
     }
   }
   return 0;
