@@ -365,10 +365,14 @@ struct Newton {
   int64_t k;
   double am1, tau, accept;
   int it;
+  double accept_am1 = -1.0, accept_eps = 0.0;  // what `accept` was computed for (neighbouring rows often share α)
   void init(double am1_, double tau_, double eps) {
     am1 = am1_;
     tau = tau_;
     it = 0;
+    if (am1 == accept_am1 && eps == accept_eps) return;
+    accept_am1 = am1;
+    accept_eps = eps;
     // finish() is second order, so its error is third order in the last step δ: with r = x − τ ≤ 1 and
     // the update only where r > δ, it is ≤ C(d,3)·δ³ for d ≥ 3 and ≤ G·δ^d for d < 3, where
     // G = max(|(d−1)(d−2)|/2, |C(d,3)|) bounds the scaled error (checked numerically over r/δ ∈ (1, 10⁴]).
@@ -474,8 +478,10 @@ struct Newton {
   }
   void advance(double st) {
     tau += st;
+    // dropping the candidates now below τ only saves work: after the first step few drop, and a
+    // compaction then costs more than the masked lanes it saves
+    if (it == 0) k = compact(xb, ib, k, tau);
     ++it;
-    k = compact(xb, ib, k, tau);
   }
 };
 
