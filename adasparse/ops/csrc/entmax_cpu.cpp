@@ -265,22 +265,27 @@ double tau_sparsemax(C* xb, int32_t* ib, int64_t& k) {
   return tau;
 }
 
-// τ for α = 1.5: Newton steps until the quadratic's root on the current support is consistent.
+// τ for α = 1.5: Newton steps until the quadratic's root on the current support is consistent.  The sums
+// run over the candidates still above τ (masked); only the first step compacts the buffer (later steps
+// drop few candidates, and a compaction costs more than the masked lanes it saves).
 template <typename C>
 double tau_entmax15(C* xb, int32_t* ib, int64_t& k) {
   double tau = -1.0;
   for (int it = 0; it < 1000 && k > 0; ++it) {
-    double sr = 0.0, srr = 0.0;
+    const int64_t kp = round_up(k);
+    double sr = 0.0, srr = 0.0, cnt = 0.0;
     C mn = std::numeric_limits<C>::infinity();
-#pragma omp simd reduction(+ : sr, srr) reduction(min : mn)
-    for (int64_t j = 0; j < k; ++j) {
-      const double r = static_cast<double>(xb[j]) - tau;
-      sr += r;
-      srr += r * r;
-      mn = std::min(mn, xb[j]);
+#pragma omp simd reduction(+ : sr, srr, cnt) reduction(min : mn)
+    for (int64_t j = 0; j < kp; ++j) {
+      const double r = static_cast<double>(xb[j]) - tau;  // −inf on the padding
+      const bool on = r > 0.0;
+      sr += on ? r : 0.0;
+      srr += on ? r * r : 0.0;
+      cnt += on ? 1.0 : 0.0;
+      mn = std::min(mn, on ? xb[j] : std::numeric_limits<C>::infinity());
     }
-    const double kk = static_cast<double>(k);
-    const double c = (srr - 1.0) / kk, mu = sr / kk;
+    if (!(cnt > 0.0)) return tau;
+    const double c = (srr - 1.0) / cnt, mu = sr / cnt;
     const double disc = mu * mu - c;
     if (disc >= 0.0) {  // root of Σ_S (r − t)² = 1, stable form of μ − sqrt(μ² − c)
       const double t = c / (mu + std::sqrt(disc));
@@ -289,7 +294,7 @@ double tau_entmax15(C* xb, int32_t* ib, int64_t& k) {
     const double t = (srr - 1.0) / (2.0 * sr);  // Newton step (never past the root: f is convex)
     if (!(t > 0.0)) return tau;
     tau += t;
-    k = compact(xb, ib, k, tau);
+    if (it == 0) k = compact(xb, ib, k, tau);
   }
   return tau;
 }
