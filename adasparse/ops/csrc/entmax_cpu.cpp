@@ -370,18 +370,22 @@ struct Newton {
   int64_t k;
   double am1, tau, accept;
   int it;
+  double c3 = 0.0, rmin = 0.0;  // |C(d,3)|; the smallest r > 0 of the last pass
+  double eps_ = 0.0;
   double accept_am1 = -1.0, accept_eps = 0.0;  // what `accept` was computed for (neighbouring rows often share α)
   void init(double am1_, double tau_, double eps) {
     am1 = am1_;
     tau = tau_;
     it = 0;
+    eps_ = eps;
     if (am1 == accept_am1 && eps == accept_eps) return;
     accept_am1 = am1;
     accept_eps = eps;
     // finish() is second order, so its error is third order in the last step δ: with r = x − τ ≤ 1 and
     // the update only where r > δ, it is ≤ C(d,3)·δ³ for d ≥ 3 and ≤ G·δ^d for d < 3, where
     // G = max(|(d−1)(d−2)|/2, |C(d,3)|) bounds the scaled error (checked numerically over r/δ ∈ (1, 10⁴]).
-    const double d = 1.0 / am1, c3 = std::fabs(d * (d - 1.0) * (d - 2.0)) / 6.0;
+    const double d = 1.0 / am1;
+    c3 = std::fabs(d * (d - 1.0) * (d - 2.0)) / 6.0;
     if (d >= 3.0) {
       accept = vexp(vlog(eps / c3) / 3.0);
     } else {
@@ -390,14 +394,14 @@ struct Newton {
     }
   }
   // one pass at τ: e = r^{d−1} into wb; returns Σ e·r = Σ r^d (S0) and Σ e = Σ r^{d−1} (S1)
-  void pass(double& S0, double& S1) const {
+  void pass(double& S0, double& S1) {
     ADASPARSE_DEBUG_COUNT(k);
     const int64_t kp = round_up(k);
     const C tc = static_cast<C>(tau), dm1 = static_cast<C>(1.0 / am1 - 1.0);
     const C* __restrict x = xb;  // locals: the compiler must not reload the members inside the loop
     C* __restrict w = wb;
-    C s0 = 0, s1 = 0;
-#pragma omp simd reduction(+ : s0, s1)
+    C s0 = 0, s1 = 0, mn = std::numeric_limits<C>::infinity();
+#pragma omp simd reduction(+ : s0, s1) reduction(min : mn)
     for (int64_t j = 0; j < kp; ++j) {
       const C r = x[j] - tc;
       const bool on = r > C(0);
@@ -405,9 +409,11 @@ struct Newton {
       w[j] = on ? e : C(0);
       s1 += on ? e : C(0);
       s0 += on ? e * r : C(0);
+      mn = std::min(mn, on ? r : std::numeric_limits<C>::infinity());
     }
     S0 = s0;
     S1 = s1;
+    rmin = mn;
   }
   // after the last pass: u = e/r = r^{d−2} into ub (the finish's second-order term); returns Σ u
   double curvature() const {
@@ -455,7 +461,11 @@ struct Newton {
     }
     return st > 0.0 ? st : 0.0;
   }
-  bool done(double st) const { return st <= accept || it == 99; }
+  // done when the error of finish() is below eps for every r: `accept` covers any r; for d < 3 a row
+  // whose smallest r exceeds 2δ has the sharper bound C(d,3)·(r/2)^{d−3}·δ³ ≤ 4 C(d,3) δ³ / r²
+  bool done(double st) const {
+    return st <= accept || it == 99 || (2.0 * st < rmin && 4.0 * c3 * st * st * st <= eps_ * rmin * rmin);
+  }
   // after curvature(): p = (r − δ)^d ≈ e·(r − dδ) + d(d−1)/2 · δ² u into wb (second-order update to
   // τ + δ, 0 where r ≤ δ); returns Σ p
   double finish(double st) const {
