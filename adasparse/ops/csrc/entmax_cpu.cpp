@@ -34,7 +34,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -49,7 +49,7 @@ namespace {
 // casts so that GCC vectorises them inside `omp simd` loops (glibc's libmvec is ~20× slower here).
 // exp returns 0 below the normal range; log expects a positive normal number.
 inline float vexp(float x) {
-  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
   const float fx = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
   float r = xc - fx * 0.693359375f;
   r = r - fx * -2.12194440e-4f;
@@ -67,15 +67,17 @@ inline float vexp(float x) {
   return x < -87.0f ? 0.0f : res;
 }
 inline float vlog(float x) {  // x > 0, normal
+  // x = 2^e · m with m in [√½, √2), by integer arithmetic only (no select: the compiler would evaluate the
+  // polynomial once per side of it)
   int32_t ix;
   std::memcpy(&ix, &x, 4);
-  const int32_t e = ((ix >> 23) & 0xff) - 126;
-  ix = (ix & 0x007fffff) | 0x3f000000;
+  const int32_t tmp = ix - 0x3f3504f3;  // bits of √½
+  const int32_t e = tmp >> 23;          // arithmetic shift: floor
+  const int32_t im = ix - static_cast<int32_t>(static_cast<uint32_t>(tmp) & 0xff800000u);
   float m;
-  std::memcpy(&m, &ix, 4);
-  const bool small = m < 0.707106781186547524f;
-  const float ef = static_cast<float>(small ? e - 1 : e);
-  m = small ? m + m - 1.0f : m - 1.0f;
+  std::memcpy(&m, &im, 4);
+  m -= 1.0f;
+  const float ef = static_cast<float>(e);
   const float z = m * m;
   float y = 7.0376836292E-2f;
   y = y * m - 1.1514610310E-1f;
@@ -108,15 +110,15 @@ inline double vexp(double x) {
   return x < -708.0 ? 0.0 : res;
 }
 inline double vlog(double x) {  // x > 0, normal
-  int64_t ix;
+  int64_t ix;  // x = 2^e · m with m in [√½, √2), as for float
   std::memcpy(&ix, &x, 8);
-  const int64_t e = ((ix >> 52) & 0x7ff) - 1022;
-  ix = (ix & 0x000fffffffffffffLL) | 0x3fe0000000000000LL;
+  const int64_t tmp = ix - 0x3fe6a09e667f3bcdLL;  // bits of √½
+  const int64_t e = tmp >> 52;
+  const int64_t im = ix - static_cast<int64_t>(static_cast<uint64_t>(tmp) & 0xfff0000000000000ULL);
   double m;
-  std::memcpy(&m, &ix, 8);
-  const bool small = m < 0.70710678118654752440;
-  const double ef = static_cast<double>(small ? e - 1 : e);
-  const double t = small ? m + m - 1.0 : m - 1.0;
+  std::memcpy(&m, &im, 8);
+  const double ef = static_cast<double>(e);
+  const double t = m - 1.0;
   const double z = t * t;
   const double P = ((((1.01875663804580931796E-4 * t + 4.97494994976747001425E-1) * t + 4.70579119878881725854E0) * t +
                      1.44989225341610930846E1) * t + 1.79368678507819816313E1) * t + 7.70838733755885391666E0;
@@ -132,6 +134,31 @@ constexpr double kDoubleBelowAm1 = 0.125;  // float rows with α − 1 below thi
 constexpr int64_t kB = 16;                  // candidate buffers are padded with −inf to a multiple of kB
 
 inline int64_t round_up(int64_t k) { return (k + kB - 1) / kB * kB; }
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// AVX2 has no compress instruction: a mask of 8 lanes indexes a table of permutations that move the
+// selected lanes to the front, in order (8 KiB, built at compile time).
+struct CompressTable {
+  alignas(32) int32_t idx[256][8];
+  constexpr CompressTable() : idx() {
+    for (int m = 0; m < 256; ++m) {
+      int j = 0;
+      for (int b = 0; b < 8; ++b)
+        if (m & (1 << b)) idx[m][j++] = b;
+      for (; j < 8; ++j) idx[m][j] = 0;
+    }
+  }
+};
+constexpr CompressTable kCompress{};
+
+// the lanes of v selected by the 8-bit mask m, moved to the front (the rest is garbage, overwritten later)
+inline __m256 compress_ps(__m256 v, int m) {
+  return _mm256_permutevar8x32_ps(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.idx[m])));
+}
+inline __m256i compress_epi32(__m256i v, int m) {
+  return _mm256_permutevar8x32_epi32(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.idx[m])));
+}
+#endif
 
 template <typename T>
 void fill(T* out, int64_t n, T v) {
@@ -196,6 +223,22 @@ int64_t compact<float>(float* xb, int32_t* ib, int64_t k, double thr) {
   pad(xb, j);
   return j;
 }
+#elif defined(__AVX2__)
+template <>
+int64_t compact<float>(float* xb, int32_t* ib, int64_t k, double thr) {
+  const __m256 t = _mm256_set1_ps(below<float>(thr));
+  int64_t j = 0;
+  for (int64_t i = 0; i < k; i += 8) {  // the padding (a multiple of kB) makes every block full; j ≤ i
+    const __m256 x = _mm256_loadu_ps(xb + i);
+    const __m256i id = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ib + i));
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ));
+    _mm256_storeu_ps(xb + j, compress_ps(x, m));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ib + j), compress_epi32(id, m));
+    j += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  pad(xb, j);
+  return j;
+}
 #endif
 
 // candidates x = (α−1)(z − m) > −1 with their indices, padded; returns their count
@@ -232,6 +275,30 @@ int64_t gather<float, float>(const float* z, int64_t n, float mc, float am1, flo
     if (!m) continue;
     _mm512_storeu_ps(xb + k, _mm512_maskz_compress_ps(m, x));
     _mm512_storeu_si512(ib + k, _mm512_maskz_compress_epi32(m, iv));
+    k += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  for (int64_t i = i0; i < n; ++i) {
+    const float x = (z[i] - mc) * am1;
+    xb[k] = x;
+    ib[k] = static_cast<int32_t>(i);
+    k += (x > -1.0f);
+  }
+  pad(xb, k);
+  return k;
+}
+#elif defined(__AVX2__)
+template <>
+int64_t gather<float, float>(const float* z, int64_t n, float mc, float am1, float* xb, int32_t* ib) {
+  int64_t k = 0, i0 = 0;
+  const __m256 mv = _mm256_set1_ps(mc), av = _mm256_set1_ps(am1), lo = _mm256_set1_ps(-1.0f);
+  __m256i iv = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  for (; i0 + 8 <= n; i0 += 8, iv = _mm256_add_epi32(iv, step)) {
+    const __m256 x = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(z + i0), mv), av);
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(x, lo, _CMP_GT_OQ));
+    if (!m) continue;
+    _mm256_storeu_ps(xb + k, compress_ps(x, m));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(ib + k), compress_epi32(iv, m));
     k += __builtin_popcount(static_cast<unsigned>(m));
   }
   for (int64_t i = i0; i < n; ++i) {
@@ -777,6 +844,38 @@ int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, 
     k += (p[i] > 0.0f);
   }
   sp = _mm512_reduce_add_ps(acc) + tail;
+  return k;
+}
+#elif defined(__AVX2__)
+template <>
+int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, float* ps, float* gs, int32_t* is,
+                                     float& sp) {
+  int64_t k = 0, i0 = 0;
+  __m256 acc = _mm256_setzero_ps();
+  const __m256 zero = _mm256_setzero_ps();
+  __m256i iv = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  for (; i0 + 8 <= n; i0 += 8, iv = _mm256_add_epi32(iv, step)) {
+    const __m256 pv = _mm256_loadu_ps(p + i0);
+    acc = _mm256_add_ps(acc, pv);
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(pv, zero, _CMP_GT_OQ));
+    if (!m) continue;
+    _mm256_storeu_ps(ps + k, compress_ps(pv, m));
+    _mm256_storeu_ps(gs + k, compress_ps(_mm256_loadu_ps(g + i0), m));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(is + k), compress_epi32(iv, m));
+    k += __builtin_popcount(static_cast<unsigned>(m));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float tail = 0.0f;
+  for (int64_t i = i0; i < n; ++i) {
+    tail += p[i];
+    ps[k] = p[i];
+    gs[k] = g[i];
+    is[k] = static_cast<int32_t>(i);
+    k += (p[i] > 0.0f);
+  }
+  sp = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
   return k;
 }
 #endif
