@@ -241,6 +241,19 @@ int64_t compact<float>(float* xb, int32_t* ib, int64_t k, double thr) {
 }
 #endif
 
+// the vector versions' remainder (entries i0 … n−1, appended after the k found so far), then the padding
+inline int64_t gather_tail(const float* z, int64_t i0, int64_t n, float mc, float am1, float* xb, int32_t* ib,
+                           int64_t k) {
+  for (int64_t i = i0; i < n; ++i) {
+    const float x = (z[i] - mc) * am1;
+    xb[k] = x;
+    ib[k] = static_cast<int32_t>(i);
+    k += (x > -1.0f);
+  }
+  pad(xb, k);
+  return k;
+}
+
 // candidates x = (α−1)(z − m) > −1 with their indices, padded; returns their count
 template <typename T, typename C>
 int64_t gather(const T* z, int64_t n, C mc, C am1, C* xb, int32_t* ib) {
@@ -277,14 +290,7 @@ int64_t gather<float, float>(const float* z, int64_t n, float mc, float am1, flo
     _mm512_storeu_si512(ib + k, _mm512_maskz_compress_epi32(m, iv));
     k += __builtin_popcount(static_cast<unsigned>(m));
   }
-  for (int64_t i = i0; i < n; ++i) {
-    const float x = (z[i] - mc) * am1;
-    xb[k] = x;
-    ib[k] = static_cast<int32_t>(i);
-    k += (x > -1.0f);
-  }
-  pad(xb, k);
-  return k;
+  return gather_tail(z, i0, n, mc, am1, xb, ib, k);
 }
 #elif defined(__AVX2__)
 template <>
@@ -301,14 +307,7 @@ int64_t gather<float, float>(const float* z, int64_t n, float mc, float am1, flo
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(ib + k), compress_epi32(iv, m));
     k += __builtin_popcount(static_cast<unsigned>(m));
   }
-  for (int64_t i = i0; i < n; ++i) {
-    const float x = (z[i] - mc) * am1;
-    xb[k] = x;
-    ib[k] = static_cast<int32_t>(i);
-    k += (x > -1.0f);
-  }
-  pad(xb, k);
-  return k;
+  return gather_tail(z, i0, n, mc, am1, xb, ib, k);
 }
 #endif
 
@@ -799,6 +798,19 @@ void forward_lanes(const T* z, T* out, int64_t r0, int64_t r1, int64_t n, const 
   }
 }
 
+// the vector versions' remainder of support_gather: entries i0 … n−1 appended after k; their Σ p in `tail`
+inline int64_t support_tail(const float* p, const float* g, int64_t i0, int64_t n, float* ps, float* gs, int32_t* is,
+                            int64_t k, float& tail) {
+  for (int64_t i = i0; i < n; ++i) {
+    tail += p[i];
+    ps[k] = p[i];
+    gs[k] = g[i];
+    is[k] = static_cast<int32_t>(i);
+    k += (p[i] > 0.0f);
+  }
+  return k;
+}
+
 // the support (p > 0) of a row with g and the indices; also Σ p (NaN iff the row holds a NaN)
 template <typename T, typename C>
 int64_t support_gather(const T* p, const T* g, int64_t n, C* ps, C* gs, int32_t* is, C& sp) {
@@ -836,13 +848,7 @@ int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, 
     k += __builtin_popcount(static_cast<unsigned>(m));
   }
   float tail = 0.0f;
-  for (int64_t i = i0; i < n; ++i) {
-    tail += p[i];
-    ps[k] = p[i];
-    gs[k] = g[i];
-    is[k] = static_cast<int32_t>(i);
-    k += (p[i] > 0.0f);
-  }
+  k = support_tail(p, g, i0, n, ps, gs, is, k, tail);
   sp = _mm512_reduce_add_ps(acc) + tail;
   return k;
 }
@@ -868,13 +874,7 @@ int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, 
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, acc);
   float tail = 0.0f;
-  for (int64_t i = i0; i < n; ++i) {
-    tail += p[i];
-    ps[k] = p[i];
-    gs[k] = g[i];
-    is[k] = static_cast<int32_t>(i);
-    k += (p[i] > 0.0f);
-  }
+  k = support_tail(p, g, i0, n, ps, gs, is, k, tail);
   sp = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
   return k;
 }
