@@ -75,13 +75,28 @@ def peak_extra_bytes(fn, x, a, g) -> int:
     return peak
 
 
-def run(shapes, reps: int, warmup: int, with_package: bool, memory: bool) -> list[dict]:
+def parse_alphas(text: str) -> list[float]:
+    """``--alphas``: one α for every head, or 8 comma-separated values (one per head), each in [1, ∞)."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--alphas must be numbers separated by commas, got {text!r}") from None
+    if len(vals) not in (1, 8):
+        raise ValueError(f"--alphas takes 1 value or 8 (one per head), got {len(vals)}: {text!r}")
+    if any(not (v >= 1.0 and v < float("inf")) for v in vals):
+        raise ValueError(f"--alphas values must be finite and >= 1, got {text!r}")
+    return vals * 8 if len(vals) == 1 else vals
+
+
+def run(
+    shapes, reps: int, warmup: int, with_package: bool, memory: bool, alphas: list[float] | None = None
+) -> list[dict]:
     rows = []
     for shape in shapes:
         torch.manual_seed(0)
         x = torch.randn(shape, requires_grad=True)
         g = torch.randn(shape)
-        a = torch.full((8,), 1.3, requires_grad=True)
+        a = torch.tensor(alphas or [1.3] * 8, requires_grad=True)  # the per-head α of "learned α"
         cands = _candidates(shape, with_package)
         ref = cands["softmax"]
         for name, fn in cands.items():
@@ -118,16 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--quick", action="store_true", help="small shape, few reps (smoke run)")
+    ap.add_argument(
+        "--alphas",
+        default="1.3",
+        help="the per-head α of the 'learned α' rows: one value for all 8 heads or 8 comma-separated (default 1.3)",
+    )
     args = ap.parse_args(argv)
+    try:
+        alphas = parse_alphas(args.alphas)
+    except ValueError as e:
+        ap.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = [(16, 32, 32)] if args.quick else SHAPES
     reps = 3 if args.quick else args.reps
     print(
         f"# adasparse bench ops: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, float32, forward+backward, medians of {reps} interleaved reps"
+        f"{platform.processor() or platform.machine()}, float32, forward+backward, medians of {reps} interleaved reps; "
+        f"learned α per head: {', '.join(f'{a:g}' for a in alphas)}"
     )
-    run(shapes, reps, 1 if args.quick else args.warmup, not args.no_package, not args.no_memory)
+    run(shapes, reps, 1 if args.quick else args.warmup, not args.no_package, not args.no_memory, alphas)
     return 0
 
 
