@@ -10,7 +10,11 @@ import os
 import pytest
 import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported (conftest does it too)
+# ADASPARSE_TEST_DEVICE=cuda runs the same tests on a GPU (compiled kernels); by default they run on CPU
+# under the Triton interpreter, which must be switched on before triton is imported (conftest does it too)
+DEVICE = torch.device(os.environ.get("ADASPARSE_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="triton is not installed: the fused kernel tests need it")
 
 from adasparse.kernels.triton_entmax_attention import (  # noqa: E402
@@ -29,7 +33,7 @@ def reference(q, k, v, alpha, key_padding_mask=None, is_causal=False):
     """Materialised scores, -inf masking, adasparse.entmax with α (1, H, 1, 1), then @ v."""
     D = q.shape[-1]
     z = (q @ k.transpose(-1, -2)) * D**-0.5  # (B, H, Q, K)
-    ok = torch.ones(z.shape[-2:], dtype=torch.bool)
+    ok = torch.ones(z.shape[-2:], dtype=torch.bool, device=z.device)
     if is_causal:
         ok = ok.tril()
     ok = ok.expand(q.shape[0], 1, *ok.shape)  # (B, 1, Q, K)
@@ -51,7 +55,7 @@ def run_both(q, k, v, alpha, kpm=None, causal=False, seed=0):
     out = triton_entmax_attention(
         *inputs[:3], inputs[3], key_padding_mask=kpm, is_causal=causal, block_m=BLOCK, block_n=BLOCK
     )
-    do = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    do = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
     grads = torch.autograd.grad(out, inputs, do.to(out.dtype))
     ref_inputs = [x.detach().double().requires_grad_(True) for x in (q, k, v, alpha)]
     ref_out = reference(*ref_inputs, key_padding_mask=kpm, is_causal=causal)
@@ -64,7 +68,7 @@ def make(B, H, Lq, Lk, D, dtype, seed, spread=2.0):
     q = torch.randn(B, H, Lq, D, generator=g, dtype=torch.float64) * spread
     k = torch.randn(B, H, Lk, D, generator=g, dtype=torch.float64) * spread
     v = torch.randn(B, H, Lk, D, generator=g, dtype=torch.float64)
-    return q.to(dtype), k.to(dtype), v.to(dtype)
+    return q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype)
 
 
 def assert_close_all(got, want, tol):
@@ -78,10 +82,10 @@ def assert_close_all(got, want, tol):
 def test_ragged_padding_mixed_alpha(dtype):
     """Key padding with ragged lengths; one head each at α = 1.01, 1.5, 2 (learned α: gradient checked)."""
     q, k, v = make(2, 3, 40, 40, 32, dtype, seed=1)
-    kpm = torch.ones(2, 40, dtype=torch.bool)
+    kpm = torch.ones(2, 40, dtype=torch.bool, device=DEVICE)
     kpm[1, 23:] = False  # batch 1 has 23 real keys
     kpm[0, 7] = False  # a hole, not only a suffix
-    alpha = torch.tensor([1.01, 1.5, 2.0], dtype=dtype)
+    alpha = torch.tensor([1.01, 1.5, 2.0], dtype=dtype, device=DEVICE)
     got, want = run_both(q, k, v, alpha, kpm)
     assert_close_all(got, want, TOL[dtype])
 
@@ -92,7 +96,7 @@ def test_causal_cross_lengths_softmax_head_noncontiguous(dtype):
     q, k, v = make(1, 2, 24, 40, 64, dtype, seed=2)
     q = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, Q, D) view with stride(2) != D
     assert not q.is_contiguous()
-    alpha = torch.tensor([1.0, 1.25], dtype=dtype)
+    alpha = torch.tensor([1.0, 1.25], dtype=dtype, device=DEVICE)
     got, want = run_both(q, k, v, alpha, causal=True)
     assert_close_all(got, want, TOL[dtype])
 
@@ -100,10 +104,10 @@ def test_causal_cross_lengths_softmax_head_noncontiguous(dtype):
 def test_fully_masked_rows_give_zero_output_and_grads():
     """Causal + the first keys padded: the first queries attend nothing; batch 1 has no real key at all."""
     q, k, v = make(2, 2, 32, 32, 32, torch.float32, seed=3)
-    kpm = torch.ones(2, 32, dtype=torch.bool)
+    kpm = torch.ones(2, 32, dtype=torch.bool, device=DEVICE)
     kpm[0, :5] = False
     kpm[1, :] = False
-    alpha = torch.tensor([1.5, 2.0])
+    alpha = torch.tensor([1.5, 2.0], device=DEVICE)
     got, want = run_both(q, k, v, alpha, kpm, causal=True)
     out, dq, dk, dv, _ = got
     assert torch.isfinite(torch.cat([x.flatten() for x in got])).all()
@@ -122,7 +126,8 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
     k = (centres + 0.7 * torch.randn(L, D, generator=g)).view(1, 1, L, D)
     q = (centres + 0.7 * torch.randn(L, D, generator=g)).view(1, 1, L, D)
     v = torch.randn(1, 1, L, D, generator=g)
-    alpha = torch.tensor([2.0])
+    q, k, v = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE)
+    alpha = torch.tensor([2.0], device=DEVICE)
     fwd = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK)
     n_kb = L // BLOCK
     assert fwd.empty_block_fraction >= 0.5, fwd.block_mask
@@ -133,7 +138,7 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
     with torch.no_grad():
         p = entmax((q @ k.transpose(-1, -2)).double() * D**-0.5, 2.0, dim=-1)[0, 0]  # (L, L)
     nonzero = (p.view(L // BLOCK, BLOCK, n_kb, BLOCK) > 0).any(3).any(1)
-    assert torch.equal(fwd.block_mask[0, 0], nonzero)
+    assert torch.equal(fwd.block_mask[0, 0].cpu(), nonzero.cpu())
     got, want = run_both(q, k, v, alpha)
     assert_close_all(got, want, TOL[torch.float32])
 
@@ -141,7 +146,7 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
 def test_alpha_gradcheck_float64():
     """∂out/∂α against finite differences (independent of the reference's analytic gradient)."""
     q, k, v = make(1, 2, 16, 16, 32, torch.float64, seed=5)
-    alpha = torch.tensor([1.05, 1.7], dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor([1.05, 1.7], dtype=torch.float64, device=DEVICE, requires_grad=True)
 
     def f(a):
         return triton_entmax_attention(q, k, v, a, block_m=BLOCK, block_n=BLOCK)
@@ -152,7 +157,7 @@ def test_alpha_gradcheck_float64():
 def test_float16_inputs_fp32_accumulation():
     """Half-precision inputs: everything agrees with float64 to half-precision accuracy, α gradient included."""
     q, k, v = make(1, 2, 32, 32, 32, torch.float16, seed=6)
-    alpha = torch.tensor([1.01, 1.6])  # α stays float32
+    alpha = torch.tensor([1.01, 1.6], device=DEVICE)  # α stays float32
     got, want = run_both(q, k, v, alpha)
     assert got[0].dtype == torch.float16 and got[4].dtype == torch.float32
     assert_close_all(got, want, TOL[torch.float16])
@@ -161,9 +166,10 @@ def test_float16_inputs_fp32_accumulation():
 def test_scalar_alpha_broadcasts_to_heads():
     q, k, v = make(1, 2, 16, 16, 32, torch.float32, seed=7)
     a = triton_entmax_attention(q, k, v, 1.5, block_m=BLOCK, block_n=BLOCK)
-    b = triton_entmax_attention(q, k, v, torch.tensor([1.5, 1.5]), block_m=BLOCK, block_n=BLOCK)
+    two = torch.tensor([1.5, 1.5], device=DEVICE)
+    b = triton_entmax_attention(q, k, v, two, block_m=BLOCK, block_n=BLOCK)
     assert torch.equal(a, b)
-    assert rel(a, reference(q.double(), k.double(), v.double(), torch.tensor([1.5, 1.5]).double())) <= 1e-5
+    assert rel(a, reference(q.double(), k.double(), v.double(), two.double())) <= 1e-5
 
 
 @pytest.mark.parametrize(
@@ -171,18 +177,18 @@ def test_scalar_alpha_broadcasts_to_heads():
     [
         (dict(D=256), ValueError, "head dim"),
         (dict(alpha=2.5), ValueError, r"\[1, 2\]"),
-        (dict(alpha=torch.tensor([1.5, 1.5, 1.5])), ValueError, "shape"),
-        (dict(kpm=torch.ones(1, 16)), TypeError, "bool"),
-        (dict(kpm=torch.ones(1, 15, dtype=torch.bool)), ValueError, "key_padding_mask"),
+        (dict(alpha=torch.tensor([1.5, 1.5, 1.5], device=DEVICE)), ValueError, "shape"),
+        (dict(kpm=torch.ones(1, 16, device=DEVICE)), TypeError, "bool"),
+        (dict(kpm=torch.ones(1, 15, dtype=torch.bool, device=DEVICE)), ValueError, "key_padding_mask"),
         (dict(kdtype=torch.float64), TypeError, "one dtype"),
         (dict(qdtype=torch.int32), TypeError, "float16"),
     ],
 )
 def test_invalid_inputs_raise_clear_errors(kwargs, exc, match):
     D = kwargs.get("D", 32)
-    q = torch.zeros(1, 2, 16, D, dtype=kwargs.get("qdtype", torch.float32))
-    k = torch.zeros(1, 2, 16, D, dtype=kwargs.get("kdtype", torch.float32))
-    v = torch.zeros(1, 2, 16, D, dtype=torch.float32)
+    q = torch.zeros(1, 2, 16, D, dtype=kwargs.get("qdtype", torch.float32), device=DEVICE)
+    k = torch.zeros(1, 2, 16, D, dtype=kwargs.get("kdtype", torch.float32), device=DEVICE)
+    v = torch.zeros(1, 2, 16, D, dtype=torch.float32, device=DEVICE)
     with pytest.raises(exc, match=match):
         triton_entmax_attention(q, k, v, kwargs.get("alpha", 1.5), key_padding_mask=kwargs.get("kpm"))
 
@@ -232,16 +238,17 @@ def test_entmax_attention_dispatches_to_the_kernel():
 
     gen = torch.Generator().manual_seed(3)
     B, H, L, D = 2, 2, 24, 32
-    q, k, v = (torch.randn(B, H, L, D, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(B, H, L, D, generator=gen).to(DEVICE) for _ in range(3))
     lengths = torch.tensor([24, 17])
-    mask = (torch.arange(L)[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, K)
+    mask = (torch.arange(L)[None, :] < lengths[:, None])[:, None, None, :].to(DEVICE)  # (B, 1, 1, K)
     outs = {}
     for backend in ("triton", "reference"):
-        alpha = torch.tensor([1.3, 1.8], requires_grad=True)
+        alpha = torch.tensor([1.3, 1.8], device=DEVICE, requires_grad=True)
         qq = q.clone().requires_grad_()
         out = entmax_attention(qq, k, v, alpha=alpha, attn_mask=mask, is_causal=True, backend=backend)
         out.square().sum().backward()
         outs[backend] = (out.detach(), qq.grad, alpha.grad)
     for a, b in zip(outs["triton"], outs["reference"]):
         assert rel(a, b) < 1e-5
-    assert not triton_supports(q, k, v, 1.5, attn_mask=mask, is_causal=True)  # CPU: auto stays on reference
+    # "auto" takes the kernel on CUDA only (on CPU the interpreter is a test device, not a backend)
+    assert triton_supports(q, k, v, 1.5, attn_mask=mask, is_causal=True) == (DEVICE.type == "cuda")

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The device checks that need a CUDA GPU, prepared to run in one short lease (see benchmarks/gpu/README.md).
+#
+#   bash benchmarks/gpu/run.sh kernels   # Triton kernel tests compiled on the GPU (~1-2 min)
+#   bash benchmarks/gpu/run.sh bench     # adasparse bench attention, 1k-32k tokens (~3 min)
+#   bash benchmarks/gpu/run.sh m30k      # Multi30k: softmax / 1.5-entmax / learned α side by side (~7 min)
+#   bash benchmarks/gpu/run.sh kernels bench
+#
+# Uses the machine's python3 (PyTorch, Triton, sentencepiece, sacrebleu, ... preinstalled) with this checkout
+# on PYTHONPATH: nothing is installed. Results go to $OUT (or out/gpu), at most six files (the device tool
+# returns eight): summary.md, which collects the tables, each part's log, the Multi30k report and an archive
+# of the Multi30k logs and outputs. Each part runs under its own timeout and the script goes on
+# when one fails, so that one lease returns everything that worked.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-out/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+M30K=${M30K_DATA:-.m30k}           # Multi30k files, carried to the device (../shared does not travel)
+M30K_MINUTES=${M30K_MINUTES:-4}     # training budget per model (the three train at once)
+M30K_STEPS=${M30K_STEPS:-6000}      # and the most updates (≈ 30 epochs of 4096-token batches)
+M30K_SET=${M30K_SET:-}              # more `--set key=value` overrides, space-separated (e.g. for a dry run)
+SUMMARY="$OUT/summary.md"
+
+log() { echo ">> [$(date -u +%H:%M:%S)] $*" | tee -a "$SUMMARY"; }
+
+env_info() {
+  log "machine"
+  {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
+    "$PY" -c 'import torch, triton, sys; print("python", sys.version.split()[0], "| torch", torch.__version__,
+"| triton", triton.__version__, "| cuda", torch.version.cuda, "|", torch.cuda.get_device_name())' 2>&1
+  } | sed 's/^/    /' | tee -a "$SUMMARY"
+}
+
+part_kernels() {
+  log "kernels: tests/kernels compiled on CUDA (ADASPARSE_TEST_DEVICE=cuda)"
+  ADASPARSE_TEST_DEVICE=cuda timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/kernels 2>&1 \
+    | tee "$OUT/kernels.log" | tail -5 | sed 's/^/    /' | tee -a "$SUMMARY"
+}
+
+part_bench() {
+  log "bench: adasparse bench attention (bf16, H=16, D=64), non-causal then causal"
+  {
+    timeout 240 "$PY" -m adasparse bench attention --seq-lens 1024 4096 16384 32768 --reps 10
+    timeout 150 "$PY" -m adasparse bench attention --seq-lens 4096 16384 --reps 10 --causal --no-reference
+  } 2>&1 | tee "$OUT/bench_attention.log" | grep -E '^\||^#|OOM|rror' | tee -a "$SUMMARY"
+}
+
+part_m30k() {
+  if [ ! -f "$M30K/train.de.gz" ]; then
+    log "m30k: skipped, no $M30K/train.de.gz (copy ../shared/data/multi30k/* there and carry it)"
+    return
+  fi
+  log "m30k: three small models trained at once, ${M30K_MINUTES} min each (max $M30K_STEPS updates), then test BLEU"
+  local runs=runs/gpu-m30k pids=() a extra=() kv
+  mkdir -p "$runs"
+  for kv in $M30K_SET; do extra+=(--set "$kv"); done
+  for a in softmax entmax15 learned; do
+    timeout $((M30K_MINUTES * 60 + 240)) "$PY" -m adasparse train --config benchmarks/configs/multi30k.yaml \
+      --attention "$a" --out "$runs/$a" --overwrite --quiet \
+      --set data_dir="$M30K" --set max_steps="$M30K_STEPS" --set valid_every=1000 --set max_minutes="$M30K_MINUTES" \
+      --set num_threads=4 "${extra[@]}" >"$runs/$a.out" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  for a in softmax entmax15 learned; do
+    {
+      echo "### $a"
+      "$PY" - "$runs/$a/log.jsonl" <<'EOF'
+import json, statistics, sys
+recs = [json.loads(line) for line in open(sys.argv[1])]
+train = [r for r in recs if r.get("kind") == "train"]
+valid = [r for r in recs if r.get("kind") == "valid"]
+tps = statistics.median(r["tokens_per_s"] for r in train[1:]) if len(train) > 1 else float("nan")
+last = train[-1] if train else {}
+print(f"updates {last.get('step')}  epoch {last.get('epoch')}  wall {last.get('time')} s  median tokens/s {tps:.0f}")
+for r in valid:
+    print("valid", {k: v for k, v in r.items() if k not in ("kind", "alpha")})
+EOF
+      timeout 240 "$PY" -m adasparse evaluate --checkpoint "$runs/$a" --beam 5 \
+        --src "$M30K/test_2016_flickr.de.gz" --ref "$M30K/test_2016_flickr.en.gz" --output "$runs/$a/test.hyp"
+    } 2>&1 | tee -a "$OUT/m30k.log" | sed 's/^/    /' | tee -a "$SUMMARY"
+  done
+  log "m30k: analysis report (300 validation sentences)"
+  timeout 300 "$PY" -m adasparse analyze "$runs/softmax" "$runs/entmax15" "$runs/learned" \
+    --data "$M30K/val.de.gz" "$M30K/val.en.gz" --max-sentences 300 --out "$runs/report" 2>&1 \
+    | tee -a "$OUT/m30k.log" | tail -25 | sed 's/^/    /' | tee -a "$SUMMARY"
+  cp "$runs/report/report.html" "$OUT/m30k_report.html" 2>/dev/null
+  # logs (α trajectories), metrics and hypotheses in one small archive; checkpoints stay behind
+  tar -czf "$OUT/m30k_runs.tar.gz" "$runs"/*.out "$runs"/*/log.jsonl "$runs"/*/test.hyp "$runs/report/metrics.json" \
+    2>/dev/null
+}
+
+[ $# -gt 0 ] || set -- kernels bench m30k
+env_info
+for part in "$@"; do
+  case "$part" in
+    kernels | bench | m30k) "part_$part" ;;
+    *) log "unknown part '$part' (kernels, bench, m30k)"; exit 2 ;;
+  esac
+done
+log "done"
