@@ -22,6 +22,11 @@ M30K_MINUTES=${M30K_MINUTES:-4}     # training budget per model (the three train
 M30K_STEPS=${M30K_STEPS:-6000}      # and the most updates (≈ 30 epochs of 4096-token batches)
 M30K_SET=${M30K_SET:-}              # more `--set key=value` overrides, space-separated (e.g. for a dry run)
 SUMMARY="$OUT/summary.md"
+# wheels carried in .whl (e.g. adasplash, for the bench's comparison): installed aside, never over the image's
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 
 log() { echo ">> [$(date -u +%H:%M:%S)] $*" | tee -a "$SUMMARY"; }
 
