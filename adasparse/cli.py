@@ -43,7 +43,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.attention is not None:  # "1.3" means α = 1.3
         overrides["attention"] = parse_overrides([f"attention={args.attention}"])["attention"]
     cfg = load_train_config(args.config, overrides)
-    result = train(cfg, args.out, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
+    try:
+        result = train(cfg, args.out, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
+    except KeyboardInterrupt:  # checkpoints are written atomically: the last complete one is intact
+        from .train.checkpoint import CheckpointManager
+
+        try:
+            last = CheckpointManager(args.out, create=False).latest()
+        except (OSError, ValueError):
+            last = None
+        where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+        print(f"\nadasparse train: interrupted; {where}. Continue with the same command and --resume.", file=sys.stderr)
+        return 130
     print(f"finished at step {result.step} ({result.stopped_because}); best checkpoint: {result.best_checkpoint}")
     return 0
 

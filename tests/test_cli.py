@@ -47,3 +47,21 @@ def test_train_out_is_an_existing_file(tmp_path, capsys):
                   + ["--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
     assert rc == 2
     assert str(tmp_path / "run") in capsys.readouterr().err
+
+
+def test_train_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during training ends with one line naming the last checkpoint (none yet here), exit 130."""
+    import adasparse.train.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    (tmp_path / "data").mkdir()
+    for name in ("train.in", "train.out"):
+        _lines(tmp_path / "data" / name, 3)
+    rc = cli_main(["train", "--data", str(tmp_path / "data"), "--src-lang", "in", "--tgt-lang", "out"]
+                  + ["--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert "interrupted; no checkpoint was written yet" in err and "--resume" in err
