@@ -68,8 +68,28 @@ def _support_weights(p: Tensor, alpha: Tensor | None, alpha_value: float) -> Ten
     return torch.where(p > 0, p.pow(e), 0.0)
 
 
+# below this α − 1, ∂ℓ/∂α is taken from its regrouped form (see _grad_alpha); the CPU kernel does the same
+_ALPHA_SMALL = 0.125
+# 1/k! for k = 2 … 11: e^t − 1 − t = t² Σ_k t^{k−2}/k!, truncated (relative error < 4e-8 for 0 ≤ t < 1)
+_PHI_COEFFS = [1.0 / math.factorial(k) for k in range(2, 12)]
+
+
+def _phi(t: Tensor) -> Tensor:
+    """e^t − 1 − t for t ≥ 0, accurate relative to its value also for small t (its series below 1)."""
+    poly = torch.full_like(t, _PHI_COEFFS[-1])
+    for c in reversed(_PHI_COEFFS[:-1]):
+        poly = poly * t + c
+    return torch.where(t < 1, t * t * poly, torch.expm1(t) - t)
+
+
 def _grad_alpha(p: Tensor, g: Tensor, s: Tensor, alpha: Tensor) -> Tensor:
-    """Per-row ∂ℓ/∂α (shape (..., 1)), before summing to α's shape."""
+    """Per-row ∂ℓ/∂α (shape (..., 1)), before summing to α's shape.
+
+    General form: Σ g (p − p̃)/(α−1)² + (Σ g h − Σ h · Σ g p̃)/(α−1), p̃ = s/Σs, h = −p log p. Its two
+    terms are O(1/(α−1)) and cancel, so for α − 1 < 1/8 it is regrouped exactly (with Σ p = 1,
+    t = −(α−1) log p, φ = e^t − 1 − t, Φ = Σ p φ, T = Σ p t) into
+    (Φ · Σ g p (1 + t) − (1 + T) · Σ g p φ) / ((1 + T + Φ)(α−1)²), whose terms are all O((α−1)²).
+    """
     ssum = s.sum(-1, keepdim=True)
     pt = s / torch.where(ssum > 0, ssum, torch.ones_like(ssum))
     logp = torch.where(p > 0, p.log(), 0.0)
@@ -80,10 +100,16 @@ def _grad_alpha(p: Tensor, g: Tensor, s: Tensor, alpha: Tensor) -> Tensor:
     general = (g * (p - pt)).sum(-1, keepdim=True) / safe**2 + (
         (g * h).sum(-1, keepdim=True) - hsum * (g * pt).sum(-1, keepdim=True)
     ) / safe
+    small_rows = am1 < _ALPHA_SMALL
+    t = -torch.where(small_rows, am1, torch.zeros_like(am1)) * logp  # 0 off the support and on other rows
+    phi = _phi(t)
+    pt_sum, pphi_sum = (p * t).sum(-1, keepdim=True), (p * phi).sum(-1, keepdim=True)
+    gp1, gpphi = (g * p * (1 + t)).sum(-1, keepdim=True), (g * p * phi).sum(-1, keepdim=True)
+    regrouped = (pphi_sum * gp1 - (1 + pt_sum) * gpphi) / ((1 + pt_sum + pphi_sum) * safe**2)
     plog2 = p * logp * logp
     limit = 0.5 * (-(g * plog2).sum(-1, keepdim=True) + (g * p).sum(-1, keepdim=True) * plog2.sum(-1, keepdim=True))
     eps = _ALPHA_ONE_EPS.get(p.dtype, 1e-3)
-    return torch.where(am1 < eps, limit, general)
+    return torch.where(am1 < eps, limit, torch.where(small_rows, regrouped, general))
 
 
 def _backward_reference(

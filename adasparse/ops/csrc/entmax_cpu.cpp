@@ -21,7 +21,8 @@
 //   backward s = p^{2−α} on the support (gathered first: powers only there); ∂ℓ/∂z = s ⊙ (g − Σ s⊙g / Σ s);
 //            ∂ℓ/∂α from a few row sums (the α → 1 limit below α − 1 = alpha_one_eps).
 //
-// Float rows with α < 1.125 (d > 8) are computed in double: p = r^d amplifies the rounding of r by d.
+// p = r^d amplifies the rounding of r by d: float rows with α < 1.125 (d > 8) take their powers from r − 1
+// in the forward (Newton::pass_impl<true>) and are computed in double in the backward.
 // Powers are exp(a·log r) with inline polynomial exp/log that the compiler vectorises.
 
 #include <algorithm>
@@ -93,6 +94,13 @@ inline float vlog(float x) {  // x > 0, normal
   y += -0.5f * z;
   return m + y + ef * 0.693359375f;
 }
+// log(1 + u) for −1 < u ≤ 0, accurate relative to u also where 1 + u rounds: log(m) for m = 1 + u (rounded),
+// plus the first-order correction for the rounding error c = u − (m − 1), which is exact for m ≥ ½
+inline float vlog1p(float u) {
+  const float m = 1.0f + u;
+  const float c = u - (m - 1.0f);
+  return vlog(m) + c / m;
+}
 inline double vexp(double x) {
   const double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
   const double fx = __builtin_floor(xc * 1.4426950408889634073599 + 0.5);
@@ -130,7 +138,9 @@ inline double vlog(double x) {  // x > 0, normal
   return t + y + ef * 0.693359375;
 }
 
-constexpr double kDoubleBelowAm1 = 0.125;  // float rows with α − 1 below this are computed in double
+// float rows with α − 1 below this are computed in double, except the forward's Newton rows, which keep
+// float with the shifted powers of Newton::pass
+constexpr double kDoubleBelowAm1 = 0.125;
 constexpr int64_t kB = 16;                  // candidate buffers are padded with −inf to a multiple of kB
 
 inline int64_t round_up(int64_t k) { return (k + kB - 1) / kB * kB; }
@@ -439,6 +449,7 @@ struct Newton {
   double c3 = 0.0, rmin = 0.0;  // |C(d,3)|; the smallest r > 0 of the last pass
   double eps_ = 0.0;
   double accept_am1 = -1.0, accept_eps = 0.0;  // what `accept` was computed for (neighbouring rows often share α)
+  bool shifted = false;                         // pass_impl<true>: powers from r − 1 (float rows, small α − 1)
   void init(double am1_, double tau_, double eps) {
     am1 = am1_;
     tau = tau_;
@@ -462,16 +473,29 @@ struct Newton {
   // one pass at τ: e = r^{d−1} into wb; returns Σ e·r = Σ r^d (S0) and Σ e = Σ r^{d−1} (S1)
   void pass(double& S0, double& S1) {
     ADASPARSE_DEBUG_COUNT(k);
+    if (shifted)
+      pass_impl<true>(S0, S1);
+    else
+      pass_impl<false>(S0, S1);
+  }
+  // Shifted: r^{d−1} = exp((d−1)·log(1 + u)) from u = x − (τ + 1) = r − 1.  A float r near 1 carries an
+  // absolute rounding error of 2⁻²⁴, which p = r^d amplifies d-fold; u near 0 carries one relative to u, and
+  // d·|u| ≈ |log p|, so p stays accurate to float precision whatever d (used for α − 1 < kDoubleBelowAm1).
+  // (not inlined: with both loops inlined into forward_lanes, the plain pass ran ~7% slower)
+  template <bool Shifted>
+  __attribute__((noinline)) void pass_impl(double& S0, double& S1) {
     const int64_t kp = round_up(k);
-    const C tc = static_cast<C>(tau), dm1 = static_cast<C>(1.0 / am1 - 1.0);
+    const C tc = static_cast<C>(Shifted ? tau + 1.0 : tau), dm1 = static_cast<C>(1.0 / am1 - 1.0);
     const C* __restrict x = xb;  // locals: the compiler must not reload the members inside the loop
     C* __restrict w = wb;
     C s0 = 0, s1 = 0, mn = std::numeric_limits<C>::infinity();
 #pragma omp simd reduction(+ : s0, s1) reduction(min : mn)
     for (int64_t j = 0; j < kp; ++j) {
-      const C r = x[j] - tc;
-      const bool on = r > C(0);
-      const C e = vexp(dm1 * vlog(on ? r : C(1)));  // r^{d−1}
+      const C u = x[j] - tc;  // r − 1 when Shifted, else r
+      const C r = Shifted ? u + C(1) : u;
+      const bool on = Shifted ? u > C(-1) : r > C(0);
+      const C lg = Shifted ? vlog1p(on ? u : C(0)) : vlog(on ? r : C(1));
+      const C e = vexp(dm1 * lg);  // r^{d−1}
       w[j] = on ? e : C(0);
       s1 += on ? e : C(0);
       s0 += on ? e * r : C(0);
@@ -518,10 +542,10 @@ struct Newton {
     if (S1 > 0.0) {
       if (std::fabs(S0 - 1.0) < 0.015625) {
         st = am1 * (S0 - 1.0) / S1;
-      } else if (sizeof(C) == 4) {  // float rows: float precision for S0^{1−1/d} (rounding ≪ float accuracy)
+      } else if (sizeof(C) == 4 && am1 >= kDoubleBelowAm1) {  // float S0^{1−1/d}: rounding ≪ float accuracy
         const float pw = vexp(static_cast<float>(1.0 - am1) * vlog(static_cast<float>(S0)));
         st = (S0 - static_cast<double>(pw)) / S1;
-      } else {  // double rows: a rounded step could overshoot the root by more than the accuracy wanted
+      } else {  // double rows, and small α − 1 (S0 − S0^{1−α} cancels): a rounded step could overshoot the root
         st = (S0 - vexp((1.0 - am1) * vlog(S0))) / S1;
       }
     }
@@ -730,7 +754,7 @@ void scatter_output(T* out, int64_t n, const C* wb, const int32_t* ib, int64_t k
   for (int64_t j = 0; j < k; ++j) out[ib[j]] = static_cast<T>(wb[j] * inv);
 }
 
-// Rows of float type with 1.125 ≤ α < 2, α ≠ 1.5 (the Newton rows), kLanes at a time: each round does the
+// Rows of float type with 1 < α < 2, α ≠ 1.5 (the Newton rows), kLanes at a time: each round does the
 // pass of every lane, then every lane's step.  One row's Newton iteration is a chain of dependent
 // latencies (powers, a horizontal sum, a scalar power, a division, the compaction); the lanes' chains are
 // independent, so the CPU overlaps them.  A lane whose row is done takes the next row at once.  Other
@@ -751,7 +775,7 @@ void forward_lanes(const T* z, T* out, int64_t r0, int64_t r1, int64_t n, const 
       const double a = alpha ? static_cast<double>(alpha[r]) : alpha_value;
       const T* zr = z + r * n;
       T* orow = out + r * n;
-      if (!(a - 1.0 >= kDoubleBelowAm1 && a < 2.0 && a != 1.5)) {
+      if (!(a > 1.0 && a < 2.0 && a != 1.5)) {
         forward_row(zr, orow, n, a, sc[l]);
         continue;
       }
@@ -766,6 +790,7 @@ void forward_lanes(const T* z, T* out, int64_t r0, int64_t r1, int64_t n, const 
       nt.k = gather<T, float>(zr, n, static_cast<float>(m), static_cast<float>(a - 1.0), nt.xb, nt.ib);
       const double tau = tau_lower_bound(nt.xb, nt.ib, nt.k, a - 1.0);
       nt.init(a - 1.0, tau, 1e-9);
+      nt.shifted = a - 1.0 < kDoubleBelowAm1;
       row[l] = r;
       return true;
     }
@@ -880,6 +905,25 @@ int64_t support_gather<float, float>(const float* p, const float* g, int64_t n, 
 }
 #endif
 
+// the support (p > 0) of a row gathered after the scratch sb's first block (which then receives s): p and g
+// there, padded with zeros to a multiple of kB, and the indices; `nan` when the row holds a NaN
+template <typename C>
+struct Support {
+  C* ps;
+  C* gs;
+  int32_t* is;
+  int64_t k;
+  bool nan;
+  template <typename T>
+  Support(const T* p, const T* g, int64_t n, C* sb)
+      : ps(sb + round_up(n) + kB), gs(ps + round_up(n) + kB), is(reinterpret_cast<int32_t*>(gs + round_up(n) + kB)) {
+    C sp = 0;  // Σ p: NaN iff the row holds a NaN
+    k = support_gather<T, C>(p, g, n, ps, gs, is, sp);
+    for (int64_t j = k; j < round_up(k); ++j) ps[j] = gs[j] = C(0);
+    nan = sp != sp;
+  }
+};
+
 // backward of one row in compute type C; writes gz (if wanted) and returns ∂ℓ/∂α (if wanted)
 template <typename T, typename C>
 double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bool need_z, bool need_a,
@@ -924,17 +968,14 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
     return 0.0;
   }
   // gather the support (p > 0) with g, so that the powers are computed there only
-  C* ps = sb + round_up(n) + kB;  // (p, g) of the support, then s in sb
-  C* gs = ps + round_up(n) + kB;
-  int32_t* is = reinterpret_cast<int32_t*>(gs + round_up(n) + kB);
-  C sp = 0;  // Σ p: NaN iff the row holds a NaN
-  const int64_t k = support_gather<T, C>(p, g, n, ps, gs, is, sp);
-  const int64_t kp = round_up(k);
-  for (int64_t j = k; j < kp; ++j) ps[j] = gs[j] = C(0);
-  if (sp != sp) {
+  const Support<C> sup(p, g, n, sb);
+  if (sup.nan) {
     if (need_z) fill(gz, n, nan);
     return std::numeric_limits<double>::quiet_NaN();
   }
+  const C *ps = sup.ps, *gs = sup.gs;
+  const int32_t* is = sup.is;
+  const int64_t k = sup.k, kp = round_up(k);
   const C e2 = static_cast<C>(2.0 - alpha);
   C s_ = 0, sg = 0, gp = 0, gh = 0, hs = 0, gpl2 = 0, pl2 = 0;
   if (need_a) {
@@ -979,12 +1020,63 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
   return (static_cast<double>(gp) - c) / (am1 * am1) + (static_cast<double>(gh) - static_cast<double>(hs) * c) / am1;
 }
 
+// Backward of a float row with small ε = α − 1 (alpha_one_eps ≤ ε < kDoubleBelowAm1), in float.  With
+// L = log p, t = −εL ≥ 0, m = expm1(t) and φ = m − t = Σ_{k≥2} tᵏ/k!:  s = p^{1−ε} = p(1 + m), and, using
+// Σ p = 1, the α-gradient Σ g [(p − p̃)/ε² + (h − p̃ Σh)/ε] (p̃ = s/Σs, h = −p L) regroups exactly into
+//     ∂ℓ/∂α = (Φ · Σ g p (1 + t) − (1 + T) · Σ g p φ) / ((1 + M) ε²),   Φ = Σ p φ, T = Σ p t, M = T + Φ,
+// whose terms are all O(ε²): the two O(1/ε) parts of the textbook form, which cancel there and lose
+// float precision by 1/ε², never appear.  (As ε → 0 it tends to the limit (Σgp·ΣpL² − ΣgpL²)/2.)
+template <typename T>
+double backward_row_small_alpha(const T* p, const T* g, T* gz, int64_t n, double am1, bool need_z, bool need_a,
+                                float* sb) {
+  const Support<float> sup(p, g, n, sb);
+  if (sup.nan) {
+    if (need_z) fill(gz, n, std::numeric_limits<T>::quiet_NaN());
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  const float *ps = sup.ps, *gs = sup.gs;
+  const int32_t* is = sup.is;
+  const int64_t k = sup.k, kp = round_up(k);
+  const float e = static_cast<float>(am1);
+  float s_ = 0, sg = 0, tt = 0, ph = 0, gp1 = 0, gph = 0;
+#pragma omp simd reduction(+ : s_, sg, tt, ph, gp1, gph)
+  for (int64_t j = 0; j < kp; ++j) {
+    const float pi = ps[j], gi = gs[j];
+    const bool on = pi > 0.0f;
+    const float t = on ? -e * vlog(on ? pi : 1.0f) : 0.0f;
+    // φ(t) = eᵗ − 1 − t: its series to t¹⁰ below 1 (relative error < 4e-8), else from exp (no cancellation)
+    const float series =
+        t * t *
+        (0.5f + t * (1.6666667e-1f + t * (4.1666668e-2f + t * (8.3333338e-3f + t * (1.3888889e-3f +
+        t * (1.9841270e-4f + t * (2.4801587e-5f + t * (2.7557319e-6f + t * 2.7557319e-7f))))))));
+    const float phi = t < 1.0f ? series : vexp(t) - 1.0f - t;
+    const float si = on ? pi * (1.0f + t + phi) : 0.0f;
+    sb[j] = si;
+    s_ += si;
+    sg += si * gi;
+    tt += pi * t;
+    ph += pi * phi;
+    gp1 += gi * pi * (1.0f + t);
+    gph += gi * pi * phi;
+  }
+  if (need_z) {
+    const float c = s_ > 0.0f ? sg / s_ : 0.0f;
+    fill(gz, n, T(0));
+    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - c));
+  }
+  if (!need_a) return 0.0;
+  const double Phi = ph, Tt = tt;
+  return (Phi * static_cast<double>(gp1) - (1.0 + Tt) * static_cast<double>(gph)) / ((1.0 + Tt + Phi) * am1 * am1);
+}
+
 template <typename T>
 double backward_row(const T* p, const T* g, T* gz, int64_t n, double alpha, bool need_z, bool need_a,
                     double alpha_one_eps, Scratch& sc) {
+  float* fb = reinterpret_cast<float*>(sc.wb.data());
   if (sizeof(T) == 4 && alpha - 1.0 >= kDoubleBelowAm1)
-    return backward_row_c<T, float>(p, g, gz, n, alpha, need_z, need_a, alpha_one_eps,
-                                    reinterpret_cast<float*>(sc.wb.data()));
+    return backward_row_c<T, float>(p, g, gz, n, alpha, need_z, need_a, alpha_one_eps, fb);
+  if (sizeof(T) == 4 && alpha - 1.0 >= alpha_one_eps && alpha - 1.0 > 0.0)
+    return backward_row_small_alpha<T>(p, g, gz, n, alpha - 1.0, need_z, need_a, fb);
   return backward_row_c<T, double>(p, g, gz, n, alpha, need_z, need_a, alpha_one_eps, sc.wb.data());
 }
 
