@@ -54,6 +54,15 @@ def test_alpha2_is_exact_sparsemax(z):
     assert torch.equal(sparsemax(z) > 0, ref > 0)
 
 
+def test_entry_tied_with_the_threshold_gets_exact_zero():
+    """x = (−½, 0 ×16) at α = 1.5: τ = −¼ exactly, so the first entry sits on the threshold and its weight is
+    exactly 0 (found by hypothesis: τ computed 1 ulp low gave it 4.9e-32)."""
+    z = torch.tensor([[-0.5] + [0.0] * 16], dtype=torch.float64)
+    for p in (entmax15(z), entmax(z, 1.5)):
+        assert p[0, 0] == 0
+        torch.testing.assert_close(p[0, 1:], torch.full((16,), 1 / 16, dtype=torch.float64), atol=1e-15, rtol=0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows)
 def test_alpha15_is_exact_entmax15(z):

@@ -679,18 +679,24 @@ void forward_row_c(const T* z, T* out, int64_t n, double alpha, T m, double nfin
   const C tc = static_cast<C>(tau);
   const C d = C(1) / am1;
   const int64_t kp = round_up(k);
+  // double rows: an entry within rounding of τ (r ≤ 4 ulp) is a tie with the threshold, where the exact
+  // solution is 0 (e.g. x = (−¼, 0 ×16) at α = 1.5, whose τ = −¼ comes out 1 ulp low): keep it outside
+  // (its weight would be ≤ 1e-15 for sparsemax, ≤ 1e-30 for 1.5-entmax).  Float rows keep r > 0.
+  const C tie = sizeof(C) == 8 ? static_cast<C>(4.0 * std::numeric_limits<double>::epsilon()) : C(0);
   C s = 0;
   if (kind == 1) {
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < kp; ++j) {
-      const C r = std::max(xb[j] - tc, C(0));
+      const C r0 = xb[j] - tc;
+      const C r = r0 > tie ? r0 : C(0);
       wb[j] = r;
       s += r;
     }
   } else if (kind == 2) {
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < kp; ++j) {
-      const C r = std::max(xb[j] - tc, C(0));
+      const C r0 = xb[j] - tc;
+      const C r = r0 > tie ? r0 : C(0);
       wb[j] = r * r;
       s += r * r;
     }
