@@ -156,6 +156,21 @@ def _bisect(x: Tensor, d, n: Tensor, iters: int) -> Tensor:
     return 0.5 * (lo + hi)
 
 
+# float32 rows with α − 1 below this get their last Newton step and p in float64: p = r^d amplifies the
+# float rounding of r = x − τ (absolute, ~6e-8 near r = 1) d-fold, past 1e-6 for d > 16
+_FLOAT_SMALL_AM1 = 0.125
+
+
+def _refined_in_double(z: Tensor, m: Tensor, am1, tau: Tensor, d) -> Tensor:
+    """p from the float32 τ after one Newton step in float64 (quadratic: τ's float error squared), in float64."""
+    f64 = torch.float64
+    am1 = am1.to(f64) if isinstance(am1, Tensor) else am1
+    d = d.to(f64) if isinstance(d, Tensor) else d
+    x = (z.to(f64) - m.to(f64)).mul_(am1)
+    tau, _ = _newton_power(x, tau.to(f64), d, count_mask=isinstance(d, Tensor))
+    return _normalise((x - tau).clamp_min_(0).pow_(d))
+
+
 def _tolerance(dtype: torch.dtype) -> float:
     return 1e-13 if dtype == torch.float64 else 1e-7
 
@@ -184,6 +199,8 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
             tau = _newton(x, d, tol, count_mask=False)
             if d == 2.0:
                 tau = _entmax15_closed_form(x, tau)
+            elif cd == torch.float32 and am1 < _FLOAT_SMALL_AM1:
+                return _refined_in_double(z, m, am1, tau, d).to(cd)
         r = (x - tau).clamp_min_(0)
         if d == 1.0:
             p = r
@@ -205,7 +222,10 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
         tau = _bisect(x, d, n, 60 if cd == torch.float64 else 40)
     else:
         tau = _newton(x, d, tol, count_mask=bool((a == 2.0).any()))
-    p = _normalise((x - tau).clamp_min_(0).pow_(d))
+    if cd == torch.float32 and bool((am1 < _FLOAT_SMALL_AM1).any()):
+        p = _refined_in_double(z, m, am1, tau, d).to(cd)
+    else:
+        p = _normalise((x - tau).clamp_min_(0).pow_(d))
     if any_one:
         p = torch.where(is_one, torch.softmax(z, -1), p)
     return p

@@ -116,16 +116,16 @@ def test_float32_accuracy_against_float64_reference(alpha, n):
         assert torch.all(p[ref == 0] == 0)
 
 
-# the reference path's float32 forward computes p = r^d from a float r, whose rounding d amplifies: within
-# 1e-6 down to α = 1.01 (LearnableAlpha's floor), not at 1.002 (3.8e-6); the kernel's shifted powers are not
-_NEAR_ONE = [("kernel", a) for a in (1.002, 1.01, 1.05, 1.1, 1.124)] + [("reference", a) for a in (1.01, 1.05, 1.1)]
+# both paths: the kernel (shifted powers in float) and the PyTorch reference (last Newton step and p in float64)
+_NEAR_ONE = [(path, a) for path in ("kernel", "reference") for a in (1.002, 1.01, 1.05, 1.1, 1.124)]
 
 
 @pytest.mark.parametrize("path, alpha", _NEAR_ONE)
 @pytest.mark.parametrize("n", [7, 128, 512])
 def test_float32_near_softmax_gradients_against_float64(path, alpha, n):
-    """Below α = 1.125 float rows use the shifted powers (kernel forward) and the regrouped α-gradient (both
-    paths): ∂/∂x and ∂/∂α in float32 agree with the same inputs computed in float64 to float precision. (The
+    """Below α = 1.125 float rows get p without the d-fold amplified rounding of r = x − τ (kernel: shifted
+    powers; reference: τ refined and p computed in float64) and the regrouped α-gradient (both paths):
+    p, ∂/∂x and ∂/∂α in float32 agree with the same inputs computed in float64 to float precision. (The
     textbook form Σ g (p − p̃)/(α−1)² + … loses digits as 1/(α−1)², even in double from a float p.)"""
     reference = path == "reference"
     gen = torch.Generator().manual_seed(n)
