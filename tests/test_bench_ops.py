@@ -31,3 +31,15 @@ def test_cli_rejects_bad_alphas(capsys):
         bench.main(["--quick", "--alphas", "1,2"])
     assert e.value.code == 2
     assert "--alphas takes 1 value or 8" in capsys.readouterr().err
+
+
+def test_peak_memory_of_softmax_is_its_output_and_grad_and_prints_nothing(capfd):
+    import torch
+
+    x = torch.randn(4, 16, 16, requires_grad=True)
+    a = torch.full((8,), 1.3, requires_grad=True)
+    g = torch.randn(4, 16, 16)
+    ratio = bench.peak_extra_bytes(lambda x, a: torch.softmax(x, -1), x, a, g) / (x.numel() * x.element_size())
+    assert ratio == pytest.approx(2.0)  # the output and the input's gradient, nothing else
+    out, err = capfd.readouterr()
+    assert "profiler_start" not in err and "profiler_start" not in out

@@ -11,8 +11,11 @@ Run: ``adasparse bench ops`` or ``python -m benchmarks.ops`` (``--help`` for opt
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -59,12 +62,27 @@ def _time(fn, x, a, g) -> float:
     return time.perf_counter() - t
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what native code writes to fd 2 (the profiler's per-session "USDT: profiler_start" lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_extra_bytes(fn, x, a, g) -> int:
     """Peak bytes allocated during forward+backward beyond what existed before (profiler events)."""
     _step(fn, x, a, g)  # warm
     x.grad = None
     a.grad = None
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    with _quiet_native_stderr(), torch.profiler.profile(activities=acts, profile_memory=True) as prof:
         _step(fn, x, a, g)
     # every event's own allocations (+) and frees (−), in time order; the running sum peaks at the answer
     events = sorted(prof.events(), key=lambda e: e.time_range.start)
