@@ -111,6 +111,8 @@ def alpha_trajectories(result: AnalysisResult) -> Plot | None:
     if traj is None:
         return None
     types = [t for t in ATTENTION_TYPES if t in traj.alpha]
+    if not types or all(np.ptp(traj.alpha[t], axis=0).max(initial=0.0) == 0 for t in types):
+        return None  # no α moved (a fixed normalizer, e.g. softmax's α = 1): nothing to draw
     n_layers = max(traj.alpha[t].shape[1] for t in types)
     fig, axes = plt.subplots(
         len(types),

@@ -201,3 +201,20 @@ def test_decoder_only_model_report(tmp_path):
     assert list(metrics["models"][0]["types"]) == ["self"]
     assert metrics["models"][0]["attention_maps"][0]["tgt_tokens"] == ["x", "y", "?"]
     assert "attention_m0_s0_self_l0" in {f["id"] for f in metrics["figures"]}
+
+
+def test_alpha_trajectories_only_for_models_whose_alpha_moved():
+    from types import SimpleNamespace
+
+    steps = np.array([0, 50, 100])
+    fixed = SimpleNamespace(
+        name="softmax", alpha_trajectory=SimpleNamespace(steps=steps, alpha={"enc_self": np.ones((3, 2, 4))})
+    )
+    assert F.alpha_trajectories(fixed) is None  # a fixed normalizer: flat lines would say nothing
+    moving = np.ones((3, 2, 4))
+    moving[2, 1, 3] = 1.4
+    learned = SimpleNamespace(
+        name="learned α", alpha_trajectory=SimpleNamespace(steps=steps, alpha={"enc_self": moving})
+    )
+    plot = F.alpha_trajectories(learned)
+    assert plot is not None and np.array_equal(plot.data["enc_self"], moving)
