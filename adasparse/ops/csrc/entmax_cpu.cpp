@@ -22,7 +22,8 @@
 //            ∂ℓ/∂α from a few row sums (the α → 1 limit below α − 1 = alpha_one_eps).
 //
 // p = r^d amplifies the rounding of r by d: float rows with α < 1.125 (d > 8) take their powers from r − 1
-// in the forward (Newton::pass_impl<true>) and are computed in double in the backward.
+// in the forward (Newton::pass_impl<true>), and their α-gradient from a regrouped, cancellation-free form in
+// the backward (backward_row_small_alpha); both stay in float.
 // Powers are exp(a·log r) with inline polynomial exp/log that the compiler vectorises.
 
 #include <algorithm>
@@ -138,8 +139,8 @@ inline double vlog(double x) {  // x > 0, normal
   return t + y + ef * 0.693359375;
 }
 
-// float rows with α − 1 below this are computed in double, except the forward's Newton rows, which keep
-// float with the shifted powers of Newton::pass
+// float rows with α − 1 below this take the near-softmax paths (shifted powers forward, regrouped
+// α-gradient backward); float rows with α − 1 below alpha_one_eps are computed in double in the backward
 constexpr double kDoubleBelowAm1 = 0.125;
 constexpr int64_t kB = 16;                  // candidate buffers are padded with −inf to a multiple of kB
 
@@ -449,7 +450,6 @@ struct Newton {
   double c3 = 0.0, rmin = 0.0;  // |C(d,3)|; the smallest r > 0 of the last pass
   double eps_ = 0.0;
   double accept_am1 = -1.0, accept_eps = 0.0;  // what `accept` was computed for (neighbouring rows often share α)
-  bool shifted = false;                         // pass_impl<true>: powers from r − 1 (float rows, small α − 1)
   void init(double am1_, double tau_, double eps) {
     am1 = am1_;
     tau = tau_;
@@ -473,7 +473,7 @@ struct Newton {
   // one pass at τ: e = r^{d−1} into wb; returns Σ e·r = Σ r^d (S0) and Σ e = Σ r^{d−1} (S1)
   void pass(double& S0, double& S1) {
     ADASPARSE_DEBUG_COUNT(k);
-    if (shifted)
+    if (sizeof(C) == 4 && am1 < kDoubleBelowAm1)  // float rows near softmax: powers from r − 1
       pass_impl<true>(S0, S1);
     else
       pass_impl<false>(S0, S1);
@@ -796,7 +796,6 @@ void forward_lanes(const T* z, T* out, int64_t r0, int64_t r1, int64_t n, const 
       nt.k = gather<T, float>(zr, n, static_cast<float>(m), static_cast<float>(a - 1.0), nt.xb, nt.ib);
       const double tau = tau_lower_bound(nt.xb, nt.ib, nt.k, a - 1.0);
       nt.init(a - 1.0, tau, 1e-9);
-      nt.shifted = a - 1.0 < kDoubleBelowAm1;
       row[l] = r;
       return true;
     }
@@ -928,6 +927,12 @@ struct Support {
     for (int64_t j = k; j < round_up(k); ++j) ps[j] = gs[j] = C(0);
     nan = sp != sp;
   }
+  // ∂ℓ/∂z = s ⊙ (g − c) on the support (s in sb, in support order), 0 elsewhere
+  template <typename T>
+  void scatter_grad(T* gz, int64_t n, const C* sb, C c) const {
+    fill(gz, n, T(0));
+    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - c));
+  }
 };
 
 // backward of one row in compute type C; writes gz (if wanted) and returns ∂ℓ/∂α (if wanted)
@@ -980,7 +985,6 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
     return std::numeric_limits<double>::quiet_NaN();
   }
   const C *ps = sup.ps, *gs = sup.gs;
-  const int32_t* is = sup.is;
   const int64_t k = sup.k, kp = round_up(k);
   const C e2 = static_cast<C>(2.0 - alpha);
   C s_ = 0, sg = 0, gp = 0, gh = 0, hs = 0, gpl2 = 0, pl2 = 0;
@@ -1014,11 +1018,7 @@ double backward_row_c(const T* p, const T* g, T* gz, int64_t n, double alpha, bo
   }
   const double S = s_, SG = sg;
   const double c = S > 0 ? SG / S : 0.0;
-  if (need_z) {
-    const C cc = static_cast<C>(c);
-    fill(gz, n, T(0));
-    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - cc));
-  }
+  if (need_z) sup.scatter_grad(gz, n, sb, static_cast<C>(c));
   if (!need_a) return 0.0;
   if (am1 < alpha_one_eps)  // the α → 1 limit
     return 0.5 * (-static_cast<double>(gpl2) + static_cast<double>(gp) * static_cast<double>(pl2));
@@ -1041,7 +1041,6 @@ double backward_row_small_alpha(const T* p, const T* g, T* gz, int64_t n, double
     return std::numeric_limits<double>::quiet_NaN();
   }
   const float *ps = sup.ps, *gs = sup.gs;
-  const int32_t* is = sup.is;
   const int64_t k = sup.k, kp = round_up(k);
   const float e = static_cast<float>(am1);
   float s_ = 0, sg = 0, tt = 0, ph = 0, gp1 = 0, gph = 0;
@@ -1065,11 +1064,7 @@ double backward_row_small_alpha(const T* p, const T* g, T* gz, int64_t n, double
     gp1 += gi * pi * (1.0f + t);
     gph += gi * pi * phi;
   }
-  if (need_z) {
-    const float c = s_ > 0.0f ? sg / s_ : 0.0f;
-    fill(gz, n, T(0));
-    for (int64_t j = 0; j < k; ++j) gz[is[j]] = static_cast<T>(sb[j] * (gs[j] - c));
-  }
+  if (need_z) sup.scatter_grad(gz, n, sb, s_ > 0.0f ? sg / s_ : 0.0f);
   if (!need_a) return 0.0;
   const double Phi = ph, Tt = tt;
   return (Phi * static_cast<double>(gp1) - (1.0 + Tt) * static_cast<double>(gph)) / ((1.0 + Tt + Phi) * am1 * am1);
