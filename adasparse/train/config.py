@@ -165,7 +165,10 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"{source}: unknown training options {unknown}; allowed: {sorted(names)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ValueError as e:  # a bad value: say which file it came from
+            raise ValueError(f"{source}: {e}") from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with ``overrides`` applied; keys ``model.<field>`` go into :attr:`model`."""

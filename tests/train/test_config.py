@@ -61,6 +61,13 @@ def test_typo_in_config_file_names_the_file_and_key(tmp_path):
         load_train_config(f)
 
 
+def test_bad_value_in_config_file_names_the_file_and_option(tmp_path):
+    f = tmp_path / "cfg.yaml"
+    f.write_text("lr: abc\n")
+    with pytest.raises(ValueError, match=r"cfg\.yaml: lr must be a positive number, got 'abc'"):
+        load_train_config(f)
+
+
 def test_parse_overrides_syntax():
     assert parse_overrides(["max_steps=20", "model.d_model=64", "attention=1.3"]) == {
         "max_steps": 20,
