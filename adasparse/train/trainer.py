@@ -19,6 +19,7 @@ their global count, so ``W`` ranks compute the same gradient as one process accu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -47,6 +48,8 @@ from .schedule import InverseSqrtSchedule, build_scheduler
 __all__ = ["train", "TrainResult", "load_model", "pick_device"]
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
+# options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
+_RESTORED_OPTIONS = ("lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
 
 
 @dataclass
@@ -145,6 +148,23 @@ def _alpha_record(model) -> dict[str, list[list[float]]]:
     return {k: [[round(float(a), 5) for a in row] for row in v.detach().cpu()] for k, v in model.alphas().items()}
 
 
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: weight matrices (decayed); biases, norms and learned-α θ (not decayed); with
+    ``alpha_lr_scale != 1`` the θ get a group of their own at ``lr · alpha_lr_scale``."""
+    decay, no_decay, alpha = [], [], []
+    split_alpha = cfg.alpha_lr_scale != 1.0
+    for name, p in model.named_parameters():
+        is_alpha = name.endswith("theta")
+        if is_alpha and split_alpha:
+            alpha.append(p)
+        else:
+            (no_decay if p.dim() < 2 or is_alpha else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if alpha:
+        groups.append({"params": alpha, "weight_decay": 0.0, "lr": cfg.lr * cfg.alpha_lr_scale})
+    return groups
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, overwrite: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
@@ -215,13 +235,7 @@ class _Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (no_decay if p.dim() < 2 or "theta" in name else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps,
-        )  # fmt: skip
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.scheduler = build_scheduler(self.optimizer, InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1)))
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.step = 0
@@ -261,6 +275,15 @@ class _Trainer:
             raise ValueError(
                 f"cannot resume {path}: this configuration builds a different model ({changes}); resume with the "
                 f"run's own options (its config.json, key 'train'), or start a new run"
+            )
+        saved_train, now_train = ckpt.config.get("train") or {}, self.cfg.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        moved = [k for k in _RESTORED_OPTIONS if saved_train and saved_train.get(k, defaults[k]) != now_train[k]]
+        if moved:
+            changes = ", ".join(f"{k}: {saved_train.get(k, defaults[k])!r} → {now_train[k]!r}" for k in moved)
+            raise ValueError(
+                f"cannot resume {path} with other optimizer options ({changes}): the optimizer and schedule "
+                f"continue from the checkpoint's state; resume with the run's own values, or start a new run"
             )
         self.model.load_state_dict(ckpt.model_state)
         st = ckpt.trainer_state

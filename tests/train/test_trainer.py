@@ -16,7 +16,7 @@ from adasparse.cli import main as cli_main
 from adasparse.train.checkpoint import CheckpointManager, load_checkpoint
 from adasparse.train.config import TrainConfig
 from adasparse.train.logger import read_log
-from adasparse.train.trainer import load_model, train
+from adasparse.train.trainer import _param_groups, load_model, train
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI30K = ROOT / ".." / "shared" / "data" / "multi30k"
@@ -236,10 +236,39 @@ def test_pairs_beyond_the_model_positions_are_dropped_not_fatal(tmp_path, capsys
     assert "dropped 5 training pairs longer than 16 tokens" in capsys.readouterr().out
 
 
+def test_alpha_lr_scale_moves_theta_faster(tmp_path):
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    moved = {}
+    for scale in (1.0, 10.0):
+        run = tmp_path / f"run{scale}"
+        train(_toy_config(data, max_steps=6, valid_every=6, alpha_lr_scale=scale), run, quiet=True)
+        log = read_log(run / "log.jsonl")
+        first, last = log[0]["alpha"], [r for r in log if r["kind"] == "train"][-1]["alpha"]
+
+        def theta(rec):  # θ = logit(α − 1), head by head
+            return torch.logit(torch.tensor([a for k in sorted(rec) for layer in rec[k] for a in layer]) - 1.0)
+
+        moved[scale] = (theta(last) - theta(first)).abs()
+    # Adam moves a parameter by about lr per update, whatever its gradient's size
+    assert moved[10.0].mean() > 5 * moved[1.0].mean()
+    # the other parameters keep the base lr; θ has its own group only when the scale is not 1
+    model = load_model(tmp_path / "run10.0")[0]
+    groups = _param_groups(model, _toy_config(data, alpha_lr_scale=10.0))
+    thetas = {id(m.theta) for m in model.modules() if hasattr(m, "theta")}
+    assert (
+        [len(g["params"]) for g in groups][2] == len(thetas) == 3 * 2
+    )  # tiny: one θ (per head) for each of 3 kinds × 2 layers
+    assert {id(p) for p in groups[2]["params"]} == thetas and groups[2]["lr"] == pytest.approx(3e-2)
+    assert all("lr" not in g for g in groups[:2])
+    assert len(_param_groups(model, _toy_config(data))) == 2
+
+
 def test_resume_with_a_different_model_is_a_clear_error(tmp_path):
     data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
     train(_toy_config(data, max_steps=2, valid_every=2), tmp_path / "run", quiet=True)
     with pytest.raises(ValueError, match=r"cannot resume .*context: 'learned' → 'softmax'.*enc_self"):
         train(_toy_config(data, max_steps=4, attention="softmax"), tmp_path / "run", resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"cannot resume .*other optimizer options \(alpha_lr_scale: 1.0 → 5.0\)"):
+        train(_toy_config(data, max_steps=4, alpha_lr_scale=5.0), tmp_path / "run", resume=True, quiet=True)
     # the same model with other run options (more steps) resumes
     assert train(_toy_config(data, max_steps=4), tmp_path / "run", resume=True, quiet=True).step == 4
