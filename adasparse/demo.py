@@ -48,11 +48,16 @@ def demo_config(data_dir: str | Path, g2p: bool, minutes: float, seed: int = 1, 
     )
 
 
-def _alpha_table(alphas: dict[str, torch.Tensor]) -> str:
+def _alpha_table(alphas: dict[str, torch.Tensor], start: dict[str, list[list[float]]] | None = None) -> str:
+    """Every head's α, one line per attention type and layer; with ``start`` (the run's first α), as start → end."""
     lines = []
     for atype, a in alphas.items():
         for layer, row in enumerate(a.tolist()):
-            lines.append(f"  {atype:<9} layer {layer}: " + "  ".join(f"{x:.3f}" for x in row))
+            if start is not None and atype in start:
+                cells = [f"{x0:.2f}→{x:.2f}" for x0, x in zip(start[atype][layer], row)]
+            else:
+                cells = [f"{x:.3f}" for x in row]
+            lines.append(f"  {atype:<9} layer {layer}: " + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -69,6 +74,7 @@ def run_demo(
     from .decode.search import SearchConfig
     from .decode.translate import translate_lines
     from .evaluation import score_g2p, score_translation
+    from .train.logger import read_log
     from .train.trainer import load_model, train
 
     t0 = time.perf_counter()
@@ -100,8 +106,21 @@ def run_demo(
     print("examples (input → output | reference):")
     for s, h, r in list(zip(srcs, hyps, refs))[:8]:
         print(f"  {s.replace(' ', ''):<14} → {h:<22} | {r}")
-    print("learned α per head (1 = softmax, 2 = sparsemax):")
-    print(_alpha_table(model.alphas()))
+    init = next((r for r in read_log(out / "run" / "log.jsonl") if r.get("kind") == "init"), None)
+    start = init.get("alpha") if init else None
+    print("learned α per head (1 = softmax, 2 = sparsemax)" + (", at the start → now:" if start else ":"))
+    print(_alpha_table(model.alphas(), start))
+    if start:
+        moved = max(
+            abs(x - x0)
+            for atype, a in model.alphas().items()
+            for row0, row in zip(start[atype], a.tolist())
+            for x0, x in zip(row0, row)
+        )
+        note = f"   α moved by at most {moved:.2f} from its random start"
+        if moved < 0.3:  # Adam moves each θ by about lr per update: a short run keeps α near its start
+            note += "; α learns slowly in a short run (`adasparse train --set alpha_lr_scale=10` speeds it up)"
+        print(note)
 
     from .analysis.cli import analyze_checkpoints
 

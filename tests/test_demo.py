@@ -14,5 +14,9 @@ def test_demo_on_a_user_corpus(tmp_path, capsys):
     assert run_demo(data_dir=str(data), out=tmp_path / "demo", minutes=0.05, seed=2, src_lang="in", tgt_lang="out") == 0
     out = capsys.readouterr().out
     assert "test: BLEU" in out and "learned α per head" in out
+    # every head's α as start → end, the start being the run's logged initial α
+    table = [line for line in out.splitlines() if " layer " in line and "→" in line]
+    assert len(table) == 3 * 2  # tiny preset: three attention types × 2 layers
+    assert "α moved by at most" in out
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert (tmp_path / "demo" / "report" / "metrics.json").is_file()
