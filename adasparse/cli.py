@@ -203,6 +203,7 @@ def _add_evaluate(sub) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .train.config import parse_overrides
 
     return run_demo(
         data_dir=args.data,
@@ -211,6 +212,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         src_lang=args.src_lang,
         tgt_lang=args.tgt_lang,
+        overrides=parse_overrides(args.set),
     )
 
 
@@ -225,6 +227,11 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--minutes", type=float, default=6.5, help="training time budget in minutes (default 6.5)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override one of the demo's training options, as in `adasparse train` (repeatable), "
+        "e.g. --set alpha_lr_scale=10 --set max_steps=1100",
+    )  # fmt: skip
     p.set_defaults(func=_demo)
 
 

@@ -68,6 +68,7 @@ def run_demo(
     seed: int = 1,
     src_lang: str | None = None,
     tgt_lang: str | None = None,
+    overrides: dict | None = None,
 ) -> int:
     from .data.cmudict import prepare_g2p_corpus
     from .data.corpus import find_corpus
@@ -87,7 +88,16 @@ def run_demo(
         files = find_corpus(data_dir, src_lang, tgt_lang)
     print(f">> corpus folder: {files.directory}")
     cfg = demo_config(files.directory, g2p, minutes, seed, files.src_lang, files.tgt_lang)
-    print(f">> training a learned-α model for at most {minutes:g} minutes (run folder {out / 'run'})")
+    if overrides:
+        cfg = cfg.with_overrides(overrides)
+    kind = "learned-α" if cfg.attention == "learned" else f"{cfg.attention} attention"
+    limits = [f"{cfg.max_minutes:g} minutes"] if cfg.max_minutes else []
+    if overrides and "max_steps" in overrides:
+        limits.append(f"{cfg.max_steps} updates")
+    print(
+        f">> training a {kind} model for at most {' or '.join(limits) or f'{cfg.max_steps} updates'}"
+        f" (run folder {out / 'run'})"
+    )
     result = train(cfg, out / "run", overwrite=True)  # a demo always starts afresh
     model, toks, ckpt = load_model(result.best_checkpoint or out / "run")
     print(f">> best checkpoint: {ckpt.path} (step {ckpt.step})")
@@ -106,9 +116,14 @@ def run_demo(
     print("examples (input → output | reference):")
     for s, h, r in list(zip(srcs, hyps, refs))[:8]:
         print(f"  {s.replace(' ', ''):<14} → {h:<22} | {r}")
+    learned = any(name.endswith("theta") for name, _ in model.named_parameters())
     init = next((r for r in read_log(out / "run" / "log.jsonl") if r.get("kind") == "init"), None)
-    start = init.get("alpha") if init else None
-    print("learned α per head (1 = softmax, 2 = sparsemax)" + (", at the start → now:" if start else ":"))
+    start = init.get("alpha") if init and learned else None
+    print(
+        ("learned " if learned else "")
+        + "α per head (1 = softmax, 2 = sparsemax)"
+        + (", at the start → now:" if start else ":")
+    )
     print(_alpha_table(model.alphas(), start))
     if start:
         moved = max(
@@ -117,9 +132,9 @@ def run_demo(
             for row0, row in zip(start[atype], a.tolist())
             for x0, x in zip(row0, row)
         )
-        note = f"   α moved by at most {moved:.2f} from its random start"
+        note = f"   α moved by at most {moved:.2f} from its start"
         if moved < 0.3:  # Adam moves each θ by about lr per update: a short run keeps α near its start
-            note += "; α learns slowly in a short run (`adasparse train --set alpha_lr_scale=10` speeds it up)"
+            note += "; α learns slowly in a short run (--set alpha_lr_scale=10 speeds it up)"
         print(note)
 
     from .analysis.cli import analyze_checkpoints

@@ -20,3 +20,17 @@ def test_demo_on_a_user_corpus(tmp_path, capsys):
     assert "α moved by at most" in out
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert (tmp_path / "demo" / "report" / "metrics.json").is_file()
+
+
+def test_demo_set_overrides_its_training_options(tmp_path, capsys):
+    from adasparse.cli import main as cli_main
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=10)
+    args = ["demo", "--data", str(data), "--src-lang", "in", "--tgt-lang", "out", "--out", str(tmp_path / "d")]
+    assert cli_main([*args, "--set", "max_steps=3", "--set", "attention=entmax15", "--minutes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "training a entmax15 attention model for at most 5 minutes or 3 updates" in out
+    assert "(step 3)" in out  # the best checkpoint is the last of 3 updates
+    assert "learned α" not in out and "enc_self  layer 0: 1.500" in out and "α moved" not in out
+    assert cli_main([*args, "--set", "max_stepz=3"]) == 2
+    assert "unknown training options ['max_stepz']" in capsys.readouterr().err
