@@ -1,6 +1,6 @@
 """Modules: the α-entmax mappings as layers, the learnable α, and α-entmax attention."""
 
-from .activations import Entmax, Entmax15, LearnableAlpha, Sparsemax
+from .activations import Entmax, Entmax15, LearnableAlpha, Sparsemax, alpha_parameters
 from .attention import AttentionStats, available_attention_backends, entmax_attention, register_attention_backend
 from .multihead import KVCache, MultiheadAttention
 
@@ -9,6 +9,7 @@ __all__ = [
     "Entmax15",
     "Sparsemax",
     "LearnableAlpha",
+    "alpha_parameters",
     "entmax_attention",
     "AttentionStats",
     "register_attention_backend",

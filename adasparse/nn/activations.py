@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..ops.entmax import _check_alpha_value, entmax, entmax15, sparsemax
 
-__all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha"]
+__all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha", "alpha_parameters"]
 
 
 class Entmax(nn.Module):
@@ -115,3 +115,20 @@ class LearnableAlpha(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.theta.shape)}, init={self.init!r}, range=[{self.alpha_min}, {self.alpha_max}]"
+
+
+def alpha_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The θ of every :class:`LearnableAlpha` inside ``module`` (each once), e.g. to give them their own
+    learning rate: Adam moves a parameter by about ``lr`` per update, so α = 1 + sigmoid(θ) travels at
+    most ≈ ¼ · Σ lr over a run at the model's rate. ::
+
+        theta = alpha_parameters(model)
+        ids = {id(p) for p in theta}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        opt = torch.optim.AdamW([{"params": rest}, {"params": theta, "lr": 10 * lr, "weight_decay": 0.0}], lr=lr)
+    """
+    seen: dict[int, nn.Parameter] = {}
+    for m in module.modules():
+        if isinstance(m, LearnableAlpha) and m.theta.requires_grad:
+            seen.setdefault(id(m.theta), m.theta)
+    return list(seen.values())

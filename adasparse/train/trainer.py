@@ -39,6 +39,7 @@ from ..evaluation import score_g2p, score_translation
 from ..models import build_model
 from ..models import config as model_presets
 from ..models.config import Seq2SeqConfig
+from ..nn import alpha_parameters
 from .checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
@@ -151,17 +152,17 @@ def _alpha_record(model) -> dict[str, list[list[float]]]:
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: weight matrices (decayed); biases, norms and learned-α θ (not decayed); with
     ``alpha_lr_scale != 1`` the θ get a group of their own at ``lr · alpha_lr_scale``."""
-    decay, no_decay, alpha = [], [], []
-    split_alpha = cfg.alpha_lr_scale != 1.0
-    for name, p in model.named_parameters():
-        is_alpha = name.endswith("theta")
-        if is_alpha and split_alpha:
-            alpha.append(p)
-        else:
-            (no_decay if p.dim() < 2 or is_alpha else decay).append(p)
+    theta = alpha_parameters(model)
+    ids = {id(p) for p in theta}
+    split = cfg.alpha_lr_scale != 1.0 and theta
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if id(p) in ids and split:
+            continue
+        (no_decay if p.dim() < 2 or id(p) in ids else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if alpha:
-        groups.append({"params": alpha, "weight_decay": 0.0, "lr": cfg.lr * cfg.alpha_lr_scale})
+    if split:
+        groups.append({"params": theta, "weight_decay": 0.0, "lr": cfg.lr * cfg.alpha_lr_scale})
     return groups
 
 

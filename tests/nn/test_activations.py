@@ -48,3 +48,17 @@ def test_learnable_alpha_trains_apart_per_head():
         opt.step()
     a = alpha().detach()
     assert a[0] < 1.3 < 1.7 < a[1]
+
+
+def test_alpha_parameters_finds_every_theta_once():
+    from adasparse.models import build_model, tiny
+    from adasparse.nn import alpha_parameters
+
+    model = build_model(tiny("learned", vocab_size=20))
+    theta = alpha_parameters(model)
+    expected = [m.theta for m in model.modules() if isinstance(m, LearnableAlpha)]
+    assert len(theta) == len(expected) > 0 and {id(p) for p in theta} == {id(p) for p in expected}
+    assert [tuple(p.shape) for p in theta] == [(model.config.n_heads,)] * len(theta)
+    shared = LearnableAlpha(4)
+    assert alpha_parameters(torch.nn.ModuleList([shared, shared])) == [shared.theta]  # shared: listed once
+    assert alpha_parameters(build_model(tiny("entmax15", vocab_size=20))) == []  # fixed α: nothing to learn
