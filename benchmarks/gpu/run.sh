@@ -19,7 +19,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 M30K=${M30K_DATA:-.m30k}           # Multi30k files, carried to the device (../shared does not travel)
 M30K_MINUTES=${M30K_MINUTES:-4}     # training budget per model (all train at once)
-M30K_STEPS=${M30K_STEPS:-6000}      # and the most updates (≈ 30 epochs of 4096-token batches)
+M30K_STEPS=${M30K_STEPS:-6000}      # and the most updates (≈ 36 epochs of 4096-token batches)
 M30K_SET=${M30K_SET:-}              # more `--set key=value` overrides, space-separated (e.g. for a dry run)
 M30K_MODELS=${M30K_MODELS:-softmax entmax15 learned learned_a1.1 learned_lr10}  # which models (names as below)
 SUMMARY="$OUT/summary.md"
