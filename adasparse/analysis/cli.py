@@ -146,6 +146,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--map-layers", type=_non_negative, nargs="+", default=None, metavar="L", help="layers to draw")
     p.add_argument("--batch-size", type=_positive, default=32, help="sentences per teacher-forced batch")
+    p.add_argument(
+        "--names", nargs="+", default=None, metavar="NAME",
+        help="one name per checkpoint for the report (default: from each model's attention, e.g. 'learned α')",
+    )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (report.html, metrics.json)")
     p.set_defaults(func=run_analyze)
     return p
@@ -176,17 +180,21 @@ def analyze_checkpoints(
     sentences: Sequence[int] | None = None,
     map_layers: Sequence[int] | None = None,
     batch_size: int = 32,
+    names: Sequence[str] | None = None,
 ):
     """Analyse one or several checkpoints on the same pairs and write one report; returns the report object
-    (``.html_path``, ``.summary``)."""
+    (``.html_path``, ``.summary``). ``names`` (one per checkpoint) replace the names derived from each
+    model's attention."""
     from .report import write_report  # matplotlib only when needed
 
+    if names is not None and (len(names) != len(checkpoints) or len(set(names)) != len(names)):
+        raise ValueError(f"names: give {len(checkpoints)} distinct names, one per checkpoint; got {list(names)}")
     keep = sentences if sentences is not None else [i for i in DEFAULT_MAP_SENTENCES if i < len(src_lines)]
     results = []
     seen: set[str] = set()
-    for ckpt in checkpoints:
+    for i, ckpt in enumerate(checkpoints):
         source = load_checkpoint_for_analysis(ckpt, src_lines, tgt_lines, batch_size=batch_size)
-        name = source.name
+        name = names[i] if names is not None else source.name
         k = 2
         while name in seen:  # distinct names for the side-by-side report
             name, k = f"{source.name} ({k})", k + 1
@@ -214,6 +222,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         sentences=args.sentence,
         map_layers=args.map_layers,
         batch_size=args.batch_size,
+        names=args.names,
     )
     print(report.summary)
     print(f"report: {report.html_path}")

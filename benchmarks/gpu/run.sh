@@ -97,7 +97,7 @@ EOF
   done
   log "m30k: analysis report (300 validation sentences)"
   # shellcheck disable=SC2086
-  timeout 300 "$PY" -m adasparse analyze $(printf "$runs/%s " $M30K_MODELS) \
+  timeout 300 "$PY" -m adasparse analyze $(printf "$runs/%s " $M30K_MODELS) --names $M30K_MODELS \
     --data "$M30K/val.de.gz" "$M30K/val.en.gz" --max-sentences 300 --out "$runs/report" 2>&1 \
     | tee -a "$OUT/m30k.log" | tail -25 | sed 's/^/    /' | tee -a "$SUMMARY"
   cp "$runs/report/report.html" "$OUT/m30k_report.html" 2>/dev/null

@@ -55,6 +55,13 @@ def test_pipeline_with_a_stand_in_loader(tmp_path, monkeypatch, capsys):
     assert [mp["index"] for mp in metrics["models"][0]["attention_maps"]] == [2]
     printed = capsys.readouterr().out
     assert "[m (2)]" in printed and f"report: {out / 'report.html'}" in printed
+    # --names: one per checkpoint, distinct
+    rc = cli.main(["a", "b", "--data", str(src), str(tgt), "--names", "slow α", "fast α", "--out", str(out)])
+    assert rc == 0
+    assert [m["name"] for m in json.loads((out / "metrics.json").read_text())["models"]] == ["slow α", "fast α"]
+    for bad in (["x"], ["x", "x"]):
+        with pytest.raises(ValueError, match="2 distinct names, one per checkpoint"):
+            cli.main(["a", "b", "--data", str(src), str(tgt), "--names", *bad, "--out", str(out)])
 
 
 def test_read_parallel_checks_lengths(tmp_path):
