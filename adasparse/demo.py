@@ -75,6 +75,7 @@ def run_demo(
     from .decode.search import SearchConfig
     from .decode.translate import translate_lines
     from .evaluation import score_g2p, score_translation
+    from .nn import alpha_parameters
     from .train.logger import read_log
     from .train.trainer import load_model, train
 
@@ -116,7 +117,8 @@ def run_demo(
     print("examples (input → output | reference):")
     for s, h, r in list(zip(srcs, hyps, refs))[:8]:
         print(f"  {s.replace(' ', ''):<14} → {h:<22} | {r}")
-    learned = any(name.endswith("theta") for name, _ in model.named_parameters())
+    learned = bool(alpha_parameters(model))
+    alphas = model.alphas()
     init = next((r for r in read_log(out / "run" / "log.jsonl") if r.get("kind") == "init"), None)
     start = init.get("alpha") if init and learned else None
     print(
@@ -124,11 +126,11 @@ def run_demo(
         + "α per head (1 = softmax, 2 = sparsemax)"
         + (", at the start → now:" if start else ":")
     )
-    print(_alpha_table(model.alphas(), start))
+    print(_alpha_table(alphas, start))
     if start:
         moved = max(
             abs(x - x0)
-            for atype, a in model.alphas().items()
+            for atype, a in alphas.items()
             for row0, row in zip(start[atype], a.tolist())
             for x0, x in zip(row0, row)
         )
