@@ -35,6 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_tgt",
         "valid_src",
         "valid_tgt",
+        "recipe",
     )
     for key in (*keys, "seed"):
         v = getattr(args, key)
@@ -76,6 +77,12 @@ def _add_train(sub) -> None:
     p.add_argument("--valid-src", dest="valid_src")
     p.add_argument("--valid-tgt", dest="valid_tgt")
     p.add_argument("--preset", choices=["tiny", "small", "base"])
+    p.add_argument(
+        "--recipe",
+        choices=["paper"],
+        help="a named set of training options beneath --config and --set: 'paper' = Correia et al. (2019): "
+        "noam (factor 2, 8,000 warmup), Adam β2 0.998, 8,192-token batches, dropout 0.1, no clipping",
+    )
     p.add_argument("--attention", help="softmax | sparsemax | entmax15 | learned | a number α")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tensorboard/)")

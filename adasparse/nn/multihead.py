@@ -102,6 +102,8 @@ class MultiheadAttention(nn.Module):
             (one α per head, ``α = clamp(1 + sigmoid(θ), alpha_min, alpha_max)``, Correia et al. 2019).
         alpha_init: for ``"learned"``: ``"normal"`` (θ ~ N(0, 1), the paper) or an α in (1, 2) for every head.
         alpha_min, alpha_max: range of the learned α (default [1.01, 2]).
+        alpha_parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone), see
+            :class:`adasparse.nn.LearnableAlpha`.
         bias: biases in the projections.
         dropout: dropout on the attention probabilities (training only).
         kdim, vdim: input sizes of key and value (default ``embed_dim``), for cross-attention.
@@ -120,6 +122,7 @@ class MultiheadAttention(nn.Module):
         alpha_init: str | float = "normal",
         alpha_min: float = 1.01,
         alpha_max: float = 2.0,
+        alpha_parametrization: str = "clamp",
         bias: bool = True,
         dropout: float = 0.0,
         kdim: int | None = None,
@@ -150,7 +153,9 @@ class MultiheadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         # the normalizer, chosen once: calling alpha_module() gives the kernel's alpha (float or (H,) tensor)
         if self.normalizer == "learned":
-            self.alpha_module: nn.Module = LearnableAlpha(num_heads, alpha_init, alpha_min, alpha_max)
+            self.alpha_module: nn.Module = LearnableAlpha(
+                num_heads, alpha_init, alpha_min, alpha_max, alpha_parametrization
+            )
         else:
             value = NORMALIZER_ALPHAS.get(self.normalizer, self.normalizer)
             self.alpha_module = FixedAlpha(value, num_heads)

@@ -50,7 +50,7 @@ __all__ = ["train", "TrainResult", "load_model", "pick_device"]
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
 # options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
-_RESTORED_OPTIONS = ("lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
+_RESTORED_OPTIONS = ("schedule", "lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _alpha_record(model) -> dict[str, list[list[float]]]:
 
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: weight matrices (decayed); biases, norms and learned-α θ (not decayed); with
-    ``alpha_lr_scale != 1`` the θ get a group of their own at ``lr · alpha_lr_scale``."""
+    ``alpha_lr_scale != 1`` the θ get a group of their own at ``alpha_lr_scale`` times the others' rate."""
     theta = alpha_parameters(model)
     ids = {id(p) for p in theta}
     split = cfg.alpha_lr_scale != 1.0 and theta
@@ -162,8 +162,17 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, An
         (no_decay if p.dim() < 2 or id(p) in ids else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if split:
-        groups.append({"params": theta, "weight_decay": 0.0, "lr": cfg.lr * cfg.alpha_lr_scale})
+        groups.append({"params": theta, "weight_decay": 0.0, "lr": _base_lr(cfg) * cfg.alpha_lr_scale})
     return groups
+
+
+def _base_lr(cfg: TrainConfig) -> float:
+    """The optimizer's lr that the schedule multiplies: ``lr`` itself, or 1 for noam (whose factor is ``lr``)."""
+    return 1.0 if cfg.schedule == "noam" else cfg.lr
+
+
+def _schedule(cfg: TrainConfig, d_model: int) -> InverseSqrtSchedule:
+    return InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1), kind=cfg.schedule, d_model=d_model, noam_factor=cfg.lr)
 
 
 class _Trainer:
@@ -236,8 +245,10 @@ class _Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
-        self.scheduler = build_scheduler(self.optimizer, InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1)))
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, cfg), lr=_base_lr(cfg), betas=cfg.betas, eps=cfg.adam_eps
+        )
+        self.scheduler = build_scheduler(self.optimizer, _schedule(cfg, self.model_config.d_model))
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.step = 0
         self._saved_step = -1
