@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from adasparse.nn import LearnableAlpha
 from adasparse import entmax
+from adasparse.nn import LearnableAlpha
 
 
 @pytest.mark.parametrize("parametrization", ["clamp", "sigmoid"])
