@@ -252,6 +252,19 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _calls_attention_interface(type(m))]
 
 
+def _inline_attention_classes(model: nn.Module) -> list[str]:
+    """Class names of attention modules that compute attention themselves (e.g. Falcon's): modules named
+    ``*Attention`` that neither dispatch through ``AttentionInterface`` nor contain a module that does."""
+    dispatching = {n for n, _ in attention_modules(model)}
+    names = set()
+    for n, m in model.named_modules():
+        if not n or n in dispatching or not type(m).__name__.endswith("Attention"):
+            continue
+        if not any(d.startswith(n + ".") for d in dispatching):  # not a container of a dispatching module
+            names.add(type(m).__name__)
+    return sorted(names)
+
+
 def _num_heads(name: str, module: nn.Module) -> int:
     for attr in _HEAD_ATTRIBUTES:
         v = getattr(module, attr, None)
@@ -287,6 +300,7 @@ def sparsify(
     *,
     alpha_min: float = 1.01,
     alpha_max: float = 2.0,
+    parametrization: str = "clamp",
     name: str = DEFAULT_NAME,
 ) -> nn.Module:
     """Switch a loaded ``transformers`` model to α-entmax attention, in place; returns the model.
@@ -299,7 +313,9 @@ def sparsify(
             number ≥ 1 (1 = the model's softmax attention), ``"entmax15"`` (1.5) or ``"sparsemax"`` (2).
         init: initial learned α: ``"normal"`` (θ ~ N(0, 1) as in the paper) or a number in (1, 2); only with
             ``alpha="learned"``.
-        alpha_min, alpha_max: clamp range of a learned α.
+        alpha_min, alpha_max: range of a learned α.
+        parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone below ``alpha_min``), see
+            :class:`adasparse.LearnableAlpha`.
         name: the name registered with ``transformers`` (see :func:`register`).
 
     The settings are stored in ``model.config.adasparse`` (saved in ``config.json``); reload a saved model with
@@ -310,14 +326,19 @@ def sparsify(
         raise ValueError(f"init={init!r} only applies to alpha='learned', got alpha={alpha!r}")
     register(name)
     mods = attention_modules(model)
-    if not mods:
+    inline = _inline_attention_classes(model)
+    if not mods or inline:
+        found = f"its attention modules {inline} compute" if inline else "it has no attention module that computes"
         raise ValueError(
-            f"{type(model).__name__} has no attention module that dispatches through transformers' "
-            "AttentionInterface; sparsify supports models that accept attn_implementation=..."
+            f"cannot sparsify {type(model).__name__}: {found} attention inline instead of calling the kernel "
+            "that transformers' AttentionInterface (ALL_ATTENTION_FUNCTIONS) registers, so adasparse cannot "
+            "replace their softmax. sparsify needs models whose attention modules dispatch through it (Llama, "
+            "Mistral, Qwen2, Gemma, GPT-2, BERT, T5, Marian, BART, ...); "
+            f"attn_implementation={name!r} would leave these modules dense."
         )
     heads = {n: _num_heads(n, m) for n, m in mods}
     if setting == "learned":  # validates init and the clamp range before the model is touched
-        LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max)
+        LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max, parametrization=parametrization)
 
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(name)
@@ -335,7 +356,9 @@ def sparsify(
             delattr(m, ALPHA_ATTRIBUTE)
         if setting == "learned":
             ref = next(m.parameters(), None)
-            la = LearnableAlpha((heads[n],), init=init, alpha_min=alpha_min, alpha_max=alpha_max)
+            la = LearnableAlpha(
+                (heads[n],), init=init, alpha_min=alpha_min, alpha_max=alpha_max, parametrization=parametrization
+            )
             if ref is not None:
                 la = la.to(device=ref.device)
             m.add_module(ALPHA_ATTRIBUTE, la)
@@ -345,7 +368,12 @@ def sparsify(
     settings = {"alpha": setting, "name": name}
     if setting == "learned":
         settings.update(init=init, alpha_min=float(alpha_min), alpha_max=float(alpha_max))
+        if parametrization != "clamp":
+            settings["parametrization"] = parametrization
     model.config.adasparse = settings
+    # saved into config.json by save_pretrained; transformers reads it back as the attention to use, so a
+    # sparsified model never reloads silently as a softmax one (see from_pretrained)
+    model.config.attn_implementation = name
     return model
 
 
@@ -409,18 +437,70 @@ def _load_learned_alphas(model: nn.Module, path: str | os.PathLike, revision: st
             wanted[n].copy_(t)
 
 
+def _saved_settings(path: str | os.PathLike, kwargs: dict) -> dict | None:
+    """``config.adasparse`` of a saved model, read before the model is built (None if it has none)."""
+    from transformers import PretrainedConfig
+
+    keep = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+    config_dict, _ = PretrainedConfig.get_config_dict(path, **{k: v for k, v in kwargs.items() if k in keep})
+    settings = config_dict.get(CONFIG_KEY)
+    return settings if isinstance(settings, dict) and "alpha" in settings else None
+
+
+@contextlib.contextmanager
+def _alpha_keys_expected(model_class, path, kwargs: dict) -> Iterator[None]:
+    """While loading, transformers' own rule for expected extra weights (``_keys_to_ignore_on_load_unexpected``)
+    covers the learned-α θ, which the model class does not create (:func:`from_pretrained` adds them after)."""
+    from transformers import AutoConfig, PreTrainedModel
+
+    cls = model_class
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is not None:  # an Auto class: the concrete class it will build
+        keep = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
+        config = kwargs.get("config") or AutoConfig.from_pretrained(
+            path, **{k: v for k, v in kwargs.items() if k in keep}
+        )
+        cls = mapping.get(type(config), None)
+        cls = cls[0] if isinstance(cls, tuple | list) else cls
+    classes = [cls] if isinstance(cls, type) and issubclass(cls, PreTrainedModel) else []
+    pattern = rf"(^|\.){ALPHA_ATTRIBUTE}\.theta$"
+    saved = {c: c.__dict__.get("_keys_to_ignore_on_load_unexpected", _MISSING) for c in classes}
+    try:
+        for c in classes:
+            c._keys_to_ignore_on_load_unexpected = [*(c._keys_to_ignore_on_load_unexpected or []), pattern]
+        yield
+    finally:
+        for c, old in saved.items():
+            if old is _MISSING:
+                del c._keys_to_ignore_on_load_unexpected
+            else:
+                c._keys_to_ignore_on_load_unexpected = old
+
+
+_MISSING = object()
+
+
 def from_pretrained(model_class, path: str | os.PathLike, **kwargs) -> nn.Module:
     """Load a model saved after :func:`sparsify` (``save_pretrained``), with its α.
 
     ``model_class`` is any ``transformers`` class with ``from_pretrained`` (e.g. ``AutoModel``); ``kwargs`` go
     to it. The α settings are read from ``config.adasparse``; learned α values from the safetensors files.
+
+    A sparsified model's ``config.json`` also names ``attn_implementation="adasparse"``, so a plain
+    ``AutoModel.from_pretrained`` never gives it back silently dense: without adasparse imported transformers
+    refuses the unknown attention; after :func:`register` a fixed α reloads exactly, and a learned α is
+    reported missing (its θ are not created by the model class) — use this function for those.
     """
-    model = model_class.from_pretrained(path, **kwargs)
-    settings = getattr(model.config, CONFIG_KEY, None)
-    if not isinstance(settings, dict) or "alpha" not in settings:
+    _require_transformers()
+    settings = _saved_settings(path, kwargs)
+    if settings is None:
         raise ValueError(f"{str(path)!r} was not saved from a sparsified model: its config has no {CONFIG_KEY!r}")
-    extra = {k: settings[k] for k in ("init", "alpha_min", "alpha_max") if k in settings}
-    sparsify(model, alpha=settings["alpha"], name=settings.get("name", DEFAULT_NAME), **extra)
+    name = settings.get("name", DEFAULT_NAME)
+    register(name)
+    with _alpha_keys_expected(model_class, path, kwargs):
+        model = model_class.from_pretrained(path, **kwargs)
+    extra = {k: settings[k] for k in ("init", "alpha_min", "alpha_max", "parametrization") if k in settings}
+    sparsify(model, alpha=settings["alpha"], name=name, **extra)
     if settings["alpha"] == "learned":
         _load_learned_alphas(model, path, kwargs.get("revision"))
     return model

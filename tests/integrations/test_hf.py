@@ -384,9 +384,68 @@ def test_save_and_reload_keeps_alpha(kind, tmp_path):
         torch.testing.assert_close(a[n], b[n], atol=0, rtol=0)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, ref)
-    # a plain from_pretrained gives back the softmax model (α is not silently lost: it is in config.adasparse)
+    # transformers' own loader (adasparse registered) rebuilds adasparse attention, and the missing learned α
+    # is an error at the first call, never a silent softmax model
     plain = cls.from_pretrained(tmp_path)
-    assert plain.config.adasparse["alpha"] == "learned"
+    assert plain.config._attn_implementation == "adasparse"
+    with pytest.raises(RuntimeError, match="from_pretrained"):
+        plain(**inputs)
+
+
+def test_our_loader_prints_no_load_report(tmp_path):
+    """Loading a learned-α model with from_pretrained reports nothing: the θ are expected, not 'UNEXPECTED'."""
+    import io
+    import logging
+
+    hf.sparsify(build("llama"), alpha="learned").save_pretrained(tmp_path)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("transformers").addHandler(handler)  # transformers' loggers log the load report there
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # the suite runs at "error" (conftest.py); the report is a warning
+    try:
+        hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path)
+        ours = stream.getvalue()
+        # the same file loaded as a plain model does report the θ it drops (so the check below can fail)
+        transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+        plain = stream.getvalue()[len(ours) :]
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        logging.getLogger("transformers").removeHandler(handler)
+    assert "adasparse_alpha" not in ours and "UNEXPECTED" not in ours, ours
+    assert "adasparse_alpha" in plain
+
+
+@pytest.mark.parametrize("alpha", ["entmax15", 1.3])
+def test_a_plain_reload_of_a_fixed_alpha_model_is_sparse(alpha, tmp_path):
+    model = hf.sparsify(build("llama"), alpha=alpha)
+    inputs = model_inputs("llama")
+    with torch.no_grad():
+        ref = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert plain.config._attn_implementation == "adasparse"
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**inputs).logits, ref, rtol=0, atol=0)
+
+
+def test_a_plain_reload_without_adasparse_is_refused(tmp_path):
+    """In a process that never imported adasparse, transformers refuses the saved attention loudly."""
+    import subprocess
+    import sys
+
+    hf.sparsify(build("bert"), alpha=1.5).save_pretrained(tmp_path)
+    code = f"import transformers; transformers.AutoModel.from_pretrained({str(tmp_path)!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert 'attn_implementation="adasparse"' in r.stderr
+
+
+def test_models_with_inline_attention_are_refused_by_name():
+    cfg = transformers.FalconConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+    model = transformers.FalconForCausalLM(cfg)
+    with pytest.raises(ValueError, match="FalconForCausalLM.*FalconAttention.*AttentionInterface"):
+        hf.sparsify(model, alpha=1.5)
 
 
 def test_reload_fixed_alpha(tmp_path):
