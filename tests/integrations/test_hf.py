@@ -601,3 +601,83 @@ def test_minilm_alpha_one_and_alpha_15():
     assert all(0 < s.density < 1 for s in stats.values())  # 1.5-entmax is sparse on a real model
     assert all(s.density == 1.0 for s in dense_stats.values())
     assert torch.all(cos < 1 - 1e-6) and torch.all(cos > 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate(): the KV cache against no cache (learned α), and against the original model (α = 1)
+
+
+def tiny_qwen2():
+    cfg = transformers.Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,  # multi-query: all four query heads share one key/value head
+        max_position_embeddings=64,
+        initializer_range=0.5,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    return transformers.Qwen2ForCausalLM(cfg)
+
+
+def tiny_gpt2():
+    cfg = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, initializer_range=0.5,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+GENERATORS = {"llama": tiny_llama, "qwen2": tiny_qwen2, "gpt2": tiny_gpt2, "t5": tiny_t5, "marian": tiny_marian}
+DECODING = {
+    "greedy": dict(do_sample=False),
+    "sampling": dict(do_sample=True, top_k=10, top_p=0.9, temperature=0.8),
+    "beam": dict(do_sample=False, num_beams=3),
+}
+
+
+def _generate(model, kind, mode, use_cache):
+    """Five new tokens for a left-padded batch of two prompts (decoder-only) or two padded sources."""
+    ids = torch.tensor([[0, 0, 5, 9, 14, 3], [7, 11, 4, 8, 21, 30]])  # row 0 left-padded (pad id 0)
+    mask = (ids != 0).long()
+    if kind in ("t5", "marian"):  # sources right-padded instead
+        ids, mask = padded_batch(lengths=(6, 4))
+    torch.manual_seed(123)
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5, use_cache=use_cache,
+        pad_token_id=0, eos_token_id=None, **DECODING[mode],
+    )  # fmt: skip
+    return out
+
+
+def _build_generator(kind, seed=0):
+    torch.manual_seed(seed)
+    return GENERATORS[kind]().eval()
+
+
+@pytest.mark.parametrize("mode", list(DECODING))
+@pytest.mark.parametrize("kind", list(GENERATORS))
+def test_generate_with_cache_equals_without_cache_at_learned_alpha(kind, mode):
+    model = hf.sparsify(_build_generator(kind), alpha="learned")
+    with torch.no_grad():  # spread the heads' α over (1, 2)
+        for m in model.modules():
+            if isinstance(m, LearnableAlpha):
+                m.theta.copy_(torch.linspace(-2, 2, m.theta.numel()))
+    cached = _generate(model, kind, mode, use_cache=True)
+    uncached = _generate(model, kind, mode, use_cache=False)
+    assert cached.shape[-1] >= 5
+    torch.testing.assert_close(cached, uncached, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", list(DECODING))
+@pytest.mark.parametrize("kind", list(GENERATORS))
+def test_generate_at_alpha_one_equals_the_original_model(kind, mode):
+    original = _build_generator(kind)
+    original.set_attn_implementation("eager")
+    ref = _generate(original, kind, mode, use_cache=True)
+    model = hf.sparsify(_build_generator(kind), alpha=1.0)
+    torch.testing.assert_close(_generate(model, kind, mode, use_cache=True), ref, rtol=0, atol=0)
