@@ -626,3 +626,21 @@ def test_dropin_validation_errors():
         MultiheadAttention(DE, DH, dropout=1.0)
     with pytest.raises(ValueError, match="normalizer='relu' is not allowed"):
         MultiheadAttention(DE, DH, normalizer="relu")
+
+
+def test_inside_torch_transformer_decoder_layer():
+    """Self- and cross-attention of torch's TransformerDecoderLayer replaced by ours: at α = 1 the layer's output is
+    torch's (causal hint, float causal mask as nn.Transformer makes it, memory padding)."""
+    torch.manual_seed(0)
+    ref = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0).eval()  # sequence-first, as torch's default
+    ours = copy.deepcopy(ref)
+    for name in ("self_attn", "multihead_attn"):
+        mha = MultiheadAttention(8, 2, normalizer="softmax")
+        mha.load_state_dict(getattr(ref, name).state_dict())
+        setattr(ours, name, mha)
+    tgt, memory = _x(4, 3, 8), _x(6, 3, 8, seed=1)
+    pad = torch.zeros(3, 6, dtype=torch.bool)
+    pad[2, 4:] = True
+    causal = nn.Transformer.generate_square_subsequent_mask(4)  # float, 0 / -inf
+    kw = dict(tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=pad)
+    torch.testing.assert_close(ours(tgt, memory, **kw), ref(tgt, memory, **kw), atol=1e-5, rtol=0)
