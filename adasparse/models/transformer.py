@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.multihead import KVCache, MultiheadAttention
+from ..nn.multihead import Attention, KVCache
 from .config import ATTENTION_TYPES, DecoderOnlyConfig, Seq2SeqConfig
 
 __all__ = [
@@ -95,8 +95,10 @@ class _Block(nn.Module):
         return (x if self.pre_norm else norm(x)), extra
 
 
-def _mha(d_model: int, n_heads: int, normalizer, alpha_init, attn_dropout: float, alpha_parametrization: str):
-    return MultiheadAttention(
+def _mha(
+    d_model: int, n_heads: int, normalizer, alpha_init, attn_dropout: float, alpha_parametrization: str
+) -> Attention:
+    return Attention(
         d_model,
         n_heads,
         normalizer=normalizer,
