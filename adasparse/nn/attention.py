@@ -144,6 +144,23 @@ def resolve_alpha(alpha: float | str | Tensor, num_heads: int | None = None, ndi
     return a
 
 
+def _broadcast(*shapes) -> tuple[int, ...] | None:
+    """The broadcast of the given shapes, or None if they do not broadcast (plain Python on tuples: a few µs,
+    where ``torch.broadcast_shapes`` takes tens)."""
+    n = max(len(s) for s in shapes)
+    out = [1] * n
+    for s in shapes:
+        off = n - len(s)
+        for i, d in enumerate(s):
+            o = out[off + i]
+            if d != o:
+                if o == 1:
+                    out[off + i] = d
+                elif d != 1:
+                    return None
+    return tuple(out)
+
+
 def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, Tensor):
@@ -430,21 +447,16 @@ def entmax_attention(
     sc = _check_scale(scale, query.shape[-1])
     key, value = _group_heads(query, key, value, bool(enable_gqa))
     q_len, k_len = query.shape[-2], key.shape[-2]
-    try:
-        batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
-    except RuntimeError:
+    batch = _broadcast(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    if batch is None:
         raise ValueError(
             "the leading (batch, head) dims of query, key and value must broadcast, got "
             f"query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
-        ) from None
+        )
     scores_shape = (*batch, q_len, k_len)
     attn_mask, is_causal = _normalise_mask(attn_mask, is_causal, q_len, k_len, query.device)
     if attn_mask is not None:
-        try:
-            ok = torch.broadcast_shapes(attn_mask.shape, scores_shape) == scores_shape
-        except RuntimeError:
-            ok = False
-        if not ok:
+        if _broadcast(attn_mask.shape, scores_shape) != scores_shape:
             raise ValueError(
                 f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores "
                 f"(..., Hq, Q, K) = {scores_shape}"
@@ -452,11 +464,7 @@ def entmax_attention(
     a = resolve_alpha(alpha, num_heads=batch[-1] if len(batch) else None, ndim=len(scores_shape))
     if isinstance(a, Tensor):
         rows = (*batch, q_len, 1)
-        try:
-            ok = torch.broadcast_shapes(a.shape, rows) == rows
-        except RuntimeError:
-            ok = False
-        if not ok:
+        if _broadcast(a.shape, rows) != rows:
             raise ValueError(f"alpha of shape {tuple(alpha.shape)} does not broadcast to (..., Hq, Q, 1) = {rows}")
     fn = _pick_backend(
         backend,

@@ -5,6 +5,7 @@ import functools
 import inspect
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -741,3 +742,15 @@ def test_fully_masked_rows_do_not_depend_on_sdpas_own_handling(monkeypatch):
         assert torch.isfinite(out).all() and (out[..., 2, :] == 0).all()
         out.square().sum().backward()
         assert all(torch.isfinite(t.grad).all() for t in (q, k, v)) and (q.grad[..., 2, :] == 0).all()
+
+
+def test_shape_broadcast_helper_agrees_with_torch():
+    """The plain-Python broadcast used for argument checks gives torch.broadcast_shapes' answer (None = error)."""
+    rng = random.Random(0)
+    for _ in range(2000):
+        shapes = [tuple(rng.choice([1, 2, 3]) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 3))]
+        try:
+            expected = tuple(torch.broadcast_shapes(*shapes))
+        except RuntimeError:
+            expected = None
+        assert attn_mod._broadcast(*shapes) == expected, shapes
