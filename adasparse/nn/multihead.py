@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.entmax import entmax
 from .activations import LearnableAlpha
-from .attention import NORMALIZER_ALPHAS, AttentionStats, entmax_attention, resolve_alpha
+from .attention import NORMALIZER_ALPHAS, AttentionStats, entmax_attention
 
 __all__ = ["MultiheadAttention", "Attention", "KVCache", "FixedAlpha", "canonical_normalizer"]
 
@@ -106,35 +105,6 @@ class KVCache:
 # --------------------------------------------------------------------------- the shared core
 
 
-def _scored_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    alpha: float | Tensor,
-    mask: Tensor | None,
-    bias: Tensor,
-    is_causal: bool,
-    dropout_p: float,
-) -> tuple[Tensor, Tensor]:
-    """Attention with an additive score ``bias`` (materialised scores), for what :func:`entmax_attention` does not
-    take yet.  q/k/v ``(B, H, ·, D)``; ``mask`` bool (True = may attend) and ``bias`` broadcastable to
-    ``(B, H, Q, K)`` → ``(out (B, H, Q, Dv), probs (B, H, Q, K) before dropout)``.  Same normalizer call and the
-    same guarantees as the kernel: masked and ``-inf`` keys get exactly 0, a row with no finite score is all zero."""
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + bias  # (B, H, Q, K)
-    if is_causal:  # top-left aligned, as in SDPA
-        mask = _and(mask, torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril())
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    a = resolve_alpha(alpha, num_heads=q.shape[-3], ndim=scores.dim())
-    if isinstance(a, float) and a == 1.0:  # softmax; rows with no finite score: zeros, not NaN (nor NaN gradients)
-        live = (scores > float("-inf")).any(-1, keepdim=True)  # (B, H, Q, 1)
-        probs = torch.softmax(scores.masked_fill(~live, 0.0), dim=-1) * live
-    else:
-        probs = entmax(scores, a, dim=-1)  # -inf → exactly 0; rows of -inf → 0
-    p = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
-    return torch.matmul(p.to(v.dtype), v), probs  # (B, H, Q, Dv)
-
-
 def _and(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     return b if a is None else a if b is None else a & b
 
@@ -192,24 +162,20 @@ class _EntmaxHeads(nn.Module):
         """
         if dropout_p is None:
             dropout_p = self.dropout if self.training else 0.0
-        alpha = self.alpha_module()
-        if bias is None:
-            return entmax_attention(
-                q,
-                k,
-                v,
-                alpha=alpha,
-                attn_mask=mask,
-                is_causal=is_causal,
-                dropout_p=dropout_p,
-                return_stats=return_stats,
-                backend=self.backend,
-            )
-        out, probs = _scored_attention(q, k, v, alpha, mask, bias.to(q.dtype), is_causal, dropout_p)
-        if not return_stats:
-            return out
-        a_used = alpha.detach() if isinstance(alpha, Tensor) else torch.tensor(alpha)
-        return out, AttentionStats(probs=probs, support=(probs > 0).sum(-1), alpha=a_used)
+        if bias is not None:  # entmax_attention adds a float mask to the scores; -inf excludes
+            bias = bias.to(q.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        return entmax_attention(
+            q,
+            k,
+            v,
+            mask,
+            dropout_p,
+            is_causal,
+            alpha=self.alpha_module(),
+            return_stats=return_stats,
+            backend=self.backend,
+        )
 
 
 # --------------------------------------------------------------------------- the drop-in for torch
