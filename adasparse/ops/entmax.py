@@ -338,7 +338,7 @@ def _softmax(x: Tensor, dim: int) -> Tensor:
     p = torch.softmax(x, dim)
     if p.numel() == 0:
         return p
-    if x.is_cpu and plain_eager(x) and not math.isnan(p.select(dim, 0).sum().item()):
+    if x.is_cpu and plain_eager(x) and not math.isnan(p.detach().select(dim, 0).sum().item()):
         return p
     dead = x.amax(dim, keepdim=True) == -math.inf  # NaN rows are not dead: they stay NaN
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
