@@ -7,24 +7,44 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.entmax import _check_alpha_value, entmax, entmax15, sparsemax
+from ..ops.entmax import _check_alpha_tensor, _check_alpha_value, entmax, entmax15, sparsemax
 
 __all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha", "alpha_parameters"]
 
 
 class Entmax(nn.Module):
-    """α-entmax along ``dim`` with a fixed α (see :func:`adasparse.entmax`)."""
+    """α-entmax along ``dim`` (see :func:`adasparse.entmax`), with α as :func:`adasparse.entmax` takes it.
 
-    def __init__(self, alpha: float = 1.5, dim: int = -1):
+    Args:
+        alpha: a number ≥ 1 (stored as a float), or a floating tensor, kept as given: an
+            ``nn.Parameter`` is registered as this module's parameter (learned, its gradient flows),
+            any other tensor (e.g. a per-head ``(H, 1, 1)`` α for ``(B, H, Q, K)`` scores, or the
+            output of :class:`LearnableAlpha`) is used as is. A tensor α must broadcast to the
+            input with size 1 along ``dim``.
+        dim: the dimension that sums to one.
+
+    Raises:
+        TypeError: ``alpha`` is neither a real number nor a floating tensor.
+        ValueError: ``alpha`` < 1 or not finite (a tensor's shape is checked against each input).
+    """
+
+    def __init__(self, alpha: float | Tensor = 1.5, dim: int = -1):
         super().__init__()
-        self.alpha = _check_alpha_value(alpha)
+        if isinstance(alpha, Tensor):
+            _check_alpha_tensor(alpha)
+            self.alpha = alpha  # nn.Module registers an nn.Parameter; a plain tensor stays an attribute
+        else:
+            self.alpha = _check_alpha_value(alpha)
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
         return entmax(x, self.alpha, self.dim)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, dim={self.dim}"
+        a = self.alpha
+        if isinstance(a, Tensor):
+            a = f"{a.item():g}" if a.numel() == 1 and not a.is_meta else f"tensor of shape {tuple(a.shape)}"
+        return f"alpha={a}, dim={self.dim}"
 
 
 class Sparsemax(nn.Module):
