@@ -277,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from .train.lock import RunLockedError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError) as e:  # bad values; missing, unreadable or unwritable paths
+    except (ValueError, OSError, RunLockedError) as e:  # bad values; missing/unreadable paths; a run folder in use
         return _fail(str(e))
 
 

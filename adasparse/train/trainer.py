@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from ..nn import alpha_parameters
 from .checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
@@ -504,16 +506,30 @@ class _Trainer:
         return bool(t.item())
 
 
+def _launch_rank() -> int:
+    """This process's rank as ``torchrun`` announces it (0 outside a distributed launch)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def train(
     cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False, overwrite: bool = False
 ) -> TrainResult:
     """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`.
 
     ``resume`` continues from the run folder's latest checkpoint; without it a folder that already holds
-    checkpoints is an error unless ``overwrite`` (which deletes them first).
+    checkpoints is an error unless ``overwrite`` (which deletes them first). The run folder is locked for the
+    whole call (:class:`~adasparse.train.lock.RunLock`): a second run on it fails at once naming this one's PID.
+    In a distributed run rank 0 takes the lock before the process group forms, so no rank touches the folder
+    before it is held.
     """
-    trainer = _Trainer(cfg, Path(run_dir), resume, quiet, overwrite)
-    try:
-        return trainer.fit()
-    finally:
-        cleanup_distributed()
+    if resume and overwrite:
+        raise ValueError(
+            "--resume and --overwrite contradict each other: --resume continues the run in --out, "
+            "--overwrite deletes it and starts again; give one of them"
+        )
+    run_dir = Path(run_dir)
+    with RunLock(run_dir, enabled=_launch_rank() == 0):
+        try:
+            return _Trainer(cfg, run_dir, resume, quiet, overwrite).fit()
+        finally:
+            cleanup_distributed()
