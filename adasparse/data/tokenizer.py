@@ -335,19 +335,42 @@ class TokenizerPair:
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenizerPair:
-        """Read a folder written by :meth:`save`; a missing file raises ``FileNotFoundError`` naming it."""
+        """Read a folder written by :meth:`save`; a missing file raises ``FileNotFoundError`` naming it, a damaged
+        one (cut short, edited) a ``ValueError`` naming it."""
         directory = Path(directory)
         meta_path = directory / "tokenizer.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {directory}")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        for names in meta["files"].values():
-            for f in names:
-                if not (directory / f).is_file():
-                    raise FileNotFoundError(f"tokenizer file {directory / f} is missing (listed in {meta_path})")
-        config = TokenizerConfig(**meta["config"])
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            files = meta["files"]
+            config = TokenizerConfig(**meta["config"])
+            joint = bool(meta["joint"])
+            names = [f for group in files.values() for f in group]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{meta_path} is damaged ({type(e).__name__}: {e})") from None
+        for f in names:
+            if not (directory / f).is_file():
+                raise FileNotFoundError(f"tokenizer file {directory / f} is missing (listed in {meta_path})")
         cls_ = _CLASSES[config.kind]
-        if meta["joint"]:
-            shared = cls_.load(directory, "joint")
+
+        def one(name: str) -> Tokenizer:
+            try:
+                return cls_.load(directory, name)
+            except (
+                OSError,
+                RuntimeError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as e:  # RuntimeError: SentencePiece's parser
+                if isinstance(e, FileNotFoundError):
+                    raise
+                files = ", ".join(str(directory / f) for f in meta["files"].get(name, [name]))
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"tokenizer file {files} is damaged or cut short ({reason})") from None
+
+        if joint:
+            shared = one("joint")
             return cls(shared, shared, config)
-        return cls(cls_.load(directory, "src"), cls_.load(directory, "tgt"), config)
+        return cls(one("src"), one("tgt"), config)

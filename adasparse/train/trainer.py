@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -41,7 +42,14 @@ from ..models import build_model
 from ..models import config as model_presets
 from ..models.config import Seq2SeqConfig
 from ..nn import alpha_parameters
-from .checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
+from .checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    read_manifest,
+    restore_rng_state,
+)
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from .lock import RunLock
@@ -49,6 +57,8 @@ from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
 __all__ = ["train", "TrainResult", "load_model", "pick_device"]
+
+log = logging.getLogger(__name__)
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
 # options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
@@ -130,21 +140,61 @@ def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConf
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its latest, or
-    ``best`` if the run folder has one)."""
+    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its best checkpoint,
+    else its latest).
+
+    The checkpoint is verified against its manifest (:func:`~adasparse.train.checkpoint.load_checkpoint`); a
+    damaged or inconsistent one raises :class:`~adasparse.train.checkpoint.CorruptCheckpointError` (a
+    ``ValueError``) naming the file.
+    """
     path = Path(checkpoint)
-    if path.is_dir() and not (path / "model.safetensors").exists():
-        best = CheckpointManager(path, create=False).best()
-        if best is not None:
-            path = best
+    if path.is_dir() and not any((path / n).exists() for n in ("manifest.json", "model.safetensors")):
+        mgr = CheckpointManager(path.parent if path.name == "checkpoints" else path, create=False)
+        path = mgr.best() or mgr.latest() or path
     ckpt = load_checkpoint(path, device="cpu")
-    mcfg = Seq2SeqConfig.from_dict(ckpt.config["model"])
-    model = build_model(mcfg)
-    model.load_state_dict(ckpt.model_state)
+    model = _model_from(ckpt)
     if ckpt.tokenizer_dir is None:
         raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
     tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
+    for side, tok, size in (("src", tokenizers.src, model.config.src_vocab_size),
+                            ("tgt", tokenizers.tgt, model.config.tgt_vocab_size)):  # fmt: skip
+        if tok.vocab_size != size:
+            raise CorruptCheckpointError(
+                f"{ckpt.tokenizer_dir}: the {side} tokenizer has {tok.vocab_size} pieces but the model in "
+                f"{ckpt.path / 'config.json'} expects {size}; the checkpoint's files do not belong together",
+                ckpt.tokenizer_dir,
+            )
     return model.to(device).eval(), tokenizers, ckpt
+
+
+def _model_from(ckpt) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; clear errors naming the file at fault."""
+    cfg_file = ckpt.path / "config.json"
+    saved = ckpt.config.get("model") if isinstance(ckpt.config, dict) else None
+    if not isinstance(saved, dict):
+        raise CorruptCheckpointError(
+            f"{cfg_file} has no 'model' entry (the model's configuration): not a checkpoint of `adasparse train`?",
+            cfg_file,
+        )
+    try:
+        model = build_model(Seq2SeqConfig.from_dict(saved))
+    except (ValueError, TypeError) as e:
+        raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
+    _load_weights_into(model, ckpt)
+    return model
+
+
+def _load_weights_into(model: torch.nn.Module, ckpt) -> None:
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as e:  # missing/unexpected tensors, size mismatches
+        details = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
+        if len(details) > 400:
+            details = details[:400] + "…"
+        f = ckpt.path / "model.safetensors"
+        raise CorruptCheckpointError(
+            f"{f} does not fit the model of {ckpt.path / 'config.json'}: {details}", f
+        ) from None
 
 
 def _alpha_record(model) -> dict[str, list[list[float]]]:
@@ -187,17 +237,22 @@ class _Trainer:
                     "--overwrite to start again from scratch, or choose another --out"
                 )
             if self.dist.is_main:
-                shutil.rmtree(run_dir / "checkpoints")
-                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+                for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
+                    if (run_dir / sub).exists():
+                        trash = run_dir / f".trash-{sub}-{os.getpid()}"
+                        os.replace(run_dir / sub, trash)
+                        shutil.rmtree(trash, ignore_errors=True)
             if self.dist.enabled:
                 torch.distributed.barrier()
         self.ckpts = CheckpointManager(
-            run_dir, keep_last=cfg.keep_last, metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max"
+            run_dir,
+            keep_last=cfg.keep_last,
+            metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max",
+            create=self.dist.is_main,
         )
-        latest = self.ckpts.latest() if resume else None
-        if resume and latest is None:
+        self.resume_from = self._pick_resume() if resume else None
+        if resume and self.resume_from is None:
             self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
-        self.resume_from = latest
 
         train_corpus, valid_corpus = _corpora(cfg)
         self._print(f"training data: {train_corpus.summary()}")
@@ -256,6 +311,30 @@ class _Trainer:
 
     # ------------------------------------------------------------------ state
 
+    def _pick_resume(self) -> Path | None:
+        """The newest intact checkpoint (rank 0 verifies and decides; damaged newer ones are moved aside)."""
+        step = -1
+        if self.dist.is_main:
+            path, damaged = self.ckpts.latest_intact()
+            if damaged and path is None:
+                raise CorruptCheckpointError(
+                    f"cannot resume {self.run_dir}: no intact checkpoint ("
+                    + "; ".join(why for _, why in damaged)
+                    + "); start again with --overwrite"
+                )
+            for bad, why in damaged:
+                aside = self.ckpts.move_aside(bad)
+                log.warning("--resume: skipping %s: %s; moved it aside to %s", bad.name, why, aside.name)
+            if path is not None:
+                step = CheckpointManager.step_of(path)
+                if read_manifest(path) is None:
+                    log.warning("%s has no manifest.json (written by an older adasparse): resuming unverified", path)
+        if self.dist.enabled:
+            t = torch.tensor([step], dtype=torch.int64, device=self.device)
+            torch.distributed.broadcast(t, 0)
+            step = int(t.item())
+        return None if step < 0 else self.ckpts.root / CheckpointManager.name_for(step)
+
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -270,7 +349,7 @@ class _Trainer:
         }
 
     def _restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, device="cpu")
+        ckpt = load_checkpoint(path, device="cpu", verify=not self.dist.is_main)  # rank 0 verified it already
         saved, now = ckpt.config.get("model") or {}, self.model_config.to_dict()
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if saved and differ:
@@ -288,7 +367,7 @@ class _Trainer:
                 f"cannot resume {path} with other optimizer options ({changes}): the optimizer and schedule "
                 f"continue from the checkpoint's state; resume with the run's own values, or start a new run"
             )
-        self.model.load_state_dict(ckpt.model_state)
+        _load_weights_into(self.model, ckpt)
         st = ckpt.trainer_state
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])

@@ -272,3 +272,29 @@ def test_resume_with_a_different_model_is_a_clear_error(tmp_path):
         train(_toy_config(data, max_steps=4, alpha_lr_scale=5.0), tmp_path / "run", resume=True, quiet=True)
     # the same model with other run options (more steps) resumes
     assert train(_toy_config(data, max_steps=4), tmp_path / "run", resume=True, quiet=True).step == 4
+
+
+def test_resume_skips_a_damaged_checkpoint_and_still_ends_bit_identical(tmp_path, caplog):
+    import shutil
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, max_steps=8, valid_every=4)
+    full = train(cfg, tmp_path / "full", quiet=True)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "full", run)
+    weights = run / "checkpoints" / "step_00000008" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one flipped bit
+    weights.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        resumed = train(cfg, run, resume=True, quiet=True)
+    assert "skipping step_00000008" in caplog.text and "model.safetensors is damaged" in caplog.text
+    assert (run / "checkpoints" / "step_00000008.damaged").is_dir()  # kept for inspection, never listed
+    assert resumed.step == 8
+    a, b = _weights(full.run_dir / "checkpoints" / "step_00000008"), _weights(run / "checkpoints" / "step_00000008")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # nothing intact left: a clear error, not a silent fresh start
+    for ck in CheckpointManager(run, create=False).checkpoints():
+        (ck / "trainer_state.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot resume .*no intact checkpoint .*trainer_state.safetensors is damaged"):
+        train(cfg, run, resume=True, quiet=True)
