@@ -22,7 +22,7 @@ def _fail(msg: str) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .train.config import load_train_config, parse_overrides
-    from .train.trainer import train
+    from .train.trainer import TrainingDiverged, train
 
     overrides = parse_overrides(args.set)
     keys = (
@@ -55,6 +55,9 @@ def _train(args: argparse.Namespace) -> int:
         where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
         print(f"\nadasparse train: interrupted; {where}. Continue with the same command and --resume.", file=sys.stderr)
         return 130
+    except TrainingDiverged as e:  # the run failed (not a usage error): exit status 1
+        print(f"adasparse train: error: {e}", file=sys.stderr)
+        return 1
     print(f"finished at step {result.step} ({result.stopped_because}); best checkpoint: {result.best_checkpoint}")
     return 0
 

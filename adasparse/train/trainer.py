@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import shutil
 import time
@@ -56,13 +57,24 @@ from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
-__all__ = ["train", "TrainResult", "load_model", "pick_device"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "load_model", "pick_device"]
 
 log = logging.getLogger(__name__)
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
 # options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
 _RESTORED_OPTIONS = ("lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm of an update was not finite: the run stops before applying it.
+
+    ``step`` is the update that failed; the weights (and every checkpoint) are those of the update before.
+    """
+
+    def __init__(self, message: str, step: int, loss: float, grad_norm: float):
+        super().__init__(message)
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
 @dataclass
@@ -383,6 +395,12 @@ class _Trainer:
         self._print(f"resumed from {path} at step {self.step}")
 
     def _save(self, metric: float | None) -> None:
+        bad = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:  # never reached through _train_step's checks; kept so that no NaN model is ever saved
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: parameter {bad} is not finite; nothing was saved",
+                self.step, float("nan"), float("nan"),
+            )  # fmt: skip
         self._saved_step = self.step
         if self.dist.is_main:
             self.ckpts.save(
@@ -410,7 +428,7 @@ class _Trainer:
 
     def _train_step(self, micro: list) -> tuple[float, int, int]:
         """One optimizer update over ``micro`` batches; returns (summed loss, label tokens, all tokens) over
-        every rank."""
+        every rank. A non-finite loss or gradient norm raises :class:`TrainingDiverged` before the update."""
         model = self.ddp or self.model
         model.train()
         pad = self.model_config.pad_id
@@ -432,15 +450,36 @@ class _Trainer:
                 self.scaler.scale(loss * scale).backward()
             total += float(loss.detach())
             n_all += int(b.src_mask.sum()) + int(b.tgt_mask.sum())
+        sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
         self.scaler.unscale_(self.optimizer)
-        if self.cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        # the norm is always measured (max_norm=inf scales by exactly 1): every rank sees the same synced gradients
+        max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        loss_sum = float(sums[0])
+        # with fp16 loss scaling, inf gradients are expected now and then: the scaler skips that update
+        if not math.isfinite(loss_sum) or (not math.isfinite(grad_norm) and not self.scaler.is_enabled()):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._diverged(loss_sum / max(n_global, 1), grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
-        return float(sums[0]), n_global, int(sums[1])
+        return loss_sum, n_global, int(sums[1])
+
+    def _diverged(self, loss: float, grad_norm: float) -> TrainingDiverged:
+        step, cfg = self.step + 1, self.cfg
+        last = self.ckpts.latest() if self.dist.is_main else None
+        kept = f"the last checkpoint, {last}, is intact" if last is not None else "no checkpoint was written"
+        lr = self.scheduler.get_last_lr()[0]
+        return TrainingDiverged(
+            f"training diverged at step {step}: the loss per token is {loss:.4g} and the gradient norm "
+            f"{grad_norm:.4g}; the update was not applied and {kept}. The learning rate ({lr:.3g} at this step, "
+            f"lr={cfg.lr:g}, warmup_steps={cfg.warmup_steps}) is probably too high: start again with a lower lr "
+            f"or a longer warmup (--overwrite), or clip the gradients (clip_norm, now {cfg.clip_norm:g})",
+            step,
+            loss,
+            grad_norm,
+        )
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -489,19 +528,49 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        cfg = self.cfg
-        batches = self._batches()
-        stopped = "max_steps"
         pbar = None
         if self.dist.is_main and not self.quiet:
             from tqdm import tqdm
 
             pbar = tqdm(
-                total=cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=2.0, dynamic_ncols=True
-            )
+                total=self.cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=2.0,
+                dynamic_ncols=True,
+            )  # fmt: skip
+        try:
+            stopped = self._loop(pbar)
+        finally:
+            if pbar is not None:
+                pbar.close()
+            self.logger.close()
+        best = self.ckpts.best() or self.ckpts.latest()
+        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+
+    def _log_window(self) -> dict[str, Any] | None:
+        """One ``train`` record for the updates since the last one (none if there were none)."""
+        w = self._window
+        if w["steps"] == 0:
+            return
+        rec = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.batcher.epoch,
+            "loss": w["loss"] / max(w["tokens"], 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_per_s": w["all"] / max(time.perf_counter() - w["t0"], 1e-9),
+            "alpha": _alpha_record(self.model),
+            "time": round(self.elapsed, 2),
+        }
+        self.logger.log(rec)
+        self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
+        return rec
+
+    def _loop(self, pbar) -> str:
+        cfg = self.cfg
+        batches = self._batches()
+        stopped = "max_steps"
         if self.step == 0:  # the initial α, so trajectories start where training starts
             self.logger.log({"kind": "init", "step": 0, "alpha": _alpha_record(self.model)})
-        win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
+        self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
         t_start = time.perf_counter() - self.elapsed
         while self.step < cfg.max_steps:
             micro = []
@@ -513,28 +582,26 @@ class _Trainer:
             if not micro:
                 stopped = "max_epochs"
                 break
-            loss, ntok, nall = self._train_step(micro)
+            try:
+                loss, ntok, nall = self._train_step(micro)
+            except TrainingDiverged:
+                self._log_window()  # the α trajectory up to the last good update
+                raise
             self.step += 1
             self.elapsed = time.perf_counter() - t_start
-            win_loss, win_tok, win_all = win_loss + loss, win_tok + ntok, win_all + nall
+            w = self._window
+            w["steps"], w["loss"], w["tokens"], w["all"] = (
+                w["steps"] + 1,
+                w["loss"] + loss,
+                w["tokens"] + ntok,
+                w["all"] + nall,
+            )
             if pbar is not None:
                 pbar.update(1)
             if self.step % cfg.log_every == 0:
-                dt = time.perf_counter() - win_t0
-                rec = {
-                    "kind": "train",
-                    "step": self.step,
-                    "epoch": self.batcher.epoch,
-                    "loss": win_loss / max(win_tok, 1),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "tokens_per_s": win_all / max(dt, 1e-9),
-                    "alpha": _alpha_record(self.model),
-                    "time": round(self.elapsed, 2),
-                }
-                self.logger.log(rec)
+                rec = self._log_window()
                 if pbar is not None:
                     pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-                win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
             out_of_time = cfg.max_minutes is not None and self.elapsed >= 60 * cfg.max_minutes
             if cfg.max_minutes is not None and self.dist.enabled:
                 out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
@@ -555,11 +622,7 @@ class _Trainer:
             every = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
             torch.distributed.all_gather(every, mine)
             self.logger.log({"kind": "final", "step": self.step, "rank_weight_hashes": [int(x) for x in every]})
-        if pbar is not None:
-            pbar.close()
-        self.logger.close()
-        best = self.ckpts.best() or self.ckpts.latest()
-        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+        return stopped
 
     def _validate_and_save(self) -> bool:
         """Validate, checkpoint; True when early stopping triggers."""

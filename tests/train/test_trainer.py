@@ -1,6 +1,7 @@
 """The training loop end to end: train → checkpoint → translate → evaluate, exact resume after SIGKILL, DDP."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -298,3 +299,28 @@ def test_resume_skips_a_damaged_checkpoint_and_still_ends_bit_identical(tmp_path
         (ck / "trainer_state.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="cannot resume .*no intact checkpoint .*trainer_state.safetensors is damaged"):
         train(cfg, run, resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("attention", ["learned", "softmax"])
+def test_divergence_ends_the_run_naming_the_step_and_saves_no_nan(tmp_path, attention):
+    from adasparse.train.trainer import TrainingDiverged
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, attention=attention, lr=1e5, warmup_steps=10, max_steps=60, valid_every=10, log_every=50)
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: the loss per token is") as info:
+        train(cfg, tmp_path / "run", quiet=True)
+    # caught at the loss/gradient, before a NaN reaches α (whose own check would say "alpha must be finite")
+    assert "alpha" not in str(info.value) and "lr=100000" in str(info.value)
+    step = info.value.step
+    assert not (math.isfinite(info.value.loss) and math.isfinite(info.value.grad_norm))
+    ckpts = CheckpointManager(tmp_path / "run", create=False)
+    assert bool(ckpts.checkpoints()) == (step > 10)  # the validations (every 10 updates) before it were saved
+    assert all(CheckpointManager.step_of(p) < step for p in ckpts.checkpoints())
+    for p in ckpts.checkpoints():
+        assert all(torch.isfinite(t).all() for t in _weights(p).values()), p
+    best = ckpts.best()
+    assert best is None or math.isfinite(ckpts.best_metric())
+    # the log ends with the last good update, its α finite (analyze gets a trajectory)
+    last = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"][-1]
+    assert last["step"] == step - 1
+    assert all(math.isfinite(a) for layers in last["alpha"].values() for row in layers for a in row)
