@@ -7,9 +7,26 @@ Sub-commands: ``train``, ``translate``, ``evaluate``, ``demo``, ``analyze``, ``b
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from . import __version__
+
+
+class _StderrHandler(logging.Handler):
+    """The library's warnings (a damaged checkpoint skipped, a stale lock taken over...) as one line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"adasparse: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+        except Exception:  # pragma: no cover - a closed stderr
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("adasparse")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
 
 
 def _fail(msg: str) -> int:
@@ -92,10 +109,14 @@ def _add_train(sub) -> None:
 
 
 def _read_input(path: str | None) -> list[str]:
-    if path in (None, "-"):
-        return [line.rstrip("\n") for line in sys.stdin]
-    from .data.corpus import read_lines
+    """Lines of a file, or of stdin for ``-``: the same UTF-8 decoding and error message either way."""
+    from .data.corpus import decode_lines, read_lines
 
+    if path in (None, "-"):
+        buffer = getattr(sys.stdin, "buffer", None)  # bytes: the locale's decoder would let bad bytes through
+        if buffer is None:  # a text stream put in place of stdin (tests, embedding)
+            return [line.strip() for line in sys.stdin]
+        return list(decode_lines(buffer, "<stdin>"))
     return read_lines(path)
 
 
@@ -275,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

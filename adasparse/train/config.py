@@ -9,6 +9,7 @@ go through ``model.<field>=value`` (e.g. ``--set model.d_model=128``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,19 @@ _DEVICES = ("auto", "cpu", "cuda")
 _AMP = ("auto", "none", "bf16", "fp16")
 _TOKENIZERS = ("bpe", "unigram", "char", "whitespace")
 _METRICS = ("bleu", "chrf", "loss", "wer", "per")
+# the command-line flag of an option, where `adasparse train` has one (else --set key=value)
+_FLAGS = {
+    "data_dir": "--data",
+    "src_lang": "--src-lang",
+    "tgt_lang": "--tgt-lang",
+    "train_src": "--src",
+    "train_tgt": "--tgt",
+    "valid_src": "--valid-src",
+    "valid_tgt": "--valid-tgt",
+    "preset": "--preset",
+    "attention": "--attention",
+    "seed": "--seed",
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,10 @@ class TrainConfig:
         for name in ("clip_norm", "weight_decay"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 = off), got {getattr(self, name)!r}")
+        for name in ("lr", "adam_eps", "alpha_lr_scale", "clip_norm", "weight_decay", "max_minutes"):
+            v = getattr(self, name)
+            if _is_number(v) and not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.max_minutes is not None and (not _is_number(self.max_minutes) or self.max_minutes <= 0):
             raise ValueError(f"max_minutes must be a positive number or null, got {self.max_minutes!r}")
         if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
@@ -138,8 +156,33 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"{name} must be a string (a path or a language suffix), got {v!r}")
-        if self.data_dir is None and (self.train_src is None) != (self.train_tgt is None):
-            raise ValueError("give both train_src and train_tgt (or data_dir)")
+        files = [n for n in ("train_src", "train_tgt", "valid_src", "valid_tgt") if getattr(self, n) is not None]
+        if self.data_dir is not None and files:
+            raise ValueError(
+                f"give either data_dir (--data, a corpus folder) or {'/'.join(files)} "
+                f"({', '.join(_FLAGS[n] for n in files)}), not both: with data_dir they would be ignored"
+            )
+        if self.data_dir is None:
+            langs = [n for n in ("src_lang", "tgt_lang") if getattr(self, n) is not None]
+            if langs:
+                raise ValueError(
+                    f"{'/'.join(langs)} ({', '.join(_FLAGS[n] for n in langs)}) name the languages of a corpus folder: "
+                    "they need data_dir (--data)"
+                )
+            if (self.train_src is None) != (self.train_tgt is None):
+                raise ValueError("give both train_src and train_tgt (--src and --tgt), or data_dir (--data)")
+            if (self.valid_src is None) != (self.valid_tgt is None):
+                given, missing = (
+                    ("valid_src", "valid_tgt") if self.valid_src is not None else ("valid_tgt", "valid_src")
+                )
+                raise ValueError(
+                    f"{given} ({_FLAGS[given]}) needs {missing} ({_FLAGS[missing]}): a validation set has two sides"
+                )
+            if self.patience is not None and self.valid_src is None and self.train_src is not None:
+                raise ValueError(
+                    f"patience={self.patience} stops on validation, but no validation set is given "
+                    "(valid_src/valid_tgt, --valid-src/--valid-tgt)"
+                )
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of Seq2SeqConfig overrides, got {self.model!r}")
         self._check_model()

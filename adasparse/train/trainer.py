@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import TokenBatcher, encode_pairs
-from ..data.corpus import ParallelCorpus, find_corpus, load_parallel
+from ..data.corpus import VALID_PREFIXES, ParallelCorpus, find_corpus, load_parallel
 from ..data.tokenizer import TokenizerConfig, TokenizerPair
 from ..decode.search import SearchConfig
 from ..decode.translate import translate_lines
@@ -123,19 +123,31 @@ def _tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
     return TokenizerConfig(kind=cfg.tokenizer, vocab_size=None, joint=cfg.joint_vocab)
 
 
-def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None]:
+def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None, str]:
+    """The training and validation corpora, and where validation was looked for (for the notice when absent)."""
     if cfg.data_dir is not None:
         files = find_corpus(cfg.data_dir, cfg.src_lang, cfg.tgt_lang)
         train = files.load("train", max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
         valid = files.load("valid", max_words=None) if files.has("valid") else None
-        return train, valid
+        prefixes = ", ".join(f"{p}.{files.src_lang}" for p in VALID_PREFIXES)
+        return train, valid, f"{cfg.data_dir} has none of {prefixes} (each with its .{files.tgt_lang}, optionally .gz)"
     if cfg.train_src is None:
-        raise ValueError("no training data: give data_dir or train_src/train_tgt")
+        raise ValueError("no training data: give data_dir (--data) or train_src/train_tgt (--src/--tgt)")
     train = load_parallel(cfg.train_src, cfg.train_tgt, max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
     valid = None
     if cfg.valid_src and cfg.valid_tgt:
         valid = load_parallel(cfg.valid_src, cfg.valid_tgt, max_words=None)
-    return train, valid
+    return train, valid, "no --valid-src/--valid-tgt given"
+
+
+def _fingerprint(corpus: ParallelCorpus | None) -> dict[str, Any] | None:
+    """Number of pairs and SHA-256 of their text: tells a resumed run whether it is given the same data."""
+    if corpus is None:
+        return None
+    h = hashlib.sha256()
+    for s, t in zip(corpus.src, corpus.tgt):
+        h.update(s.encode("utf-8") + b"\t" + t.encode("utf-8") + b"\n")
+    return {"pairs": len(corpus), "sha256": h.hexdigest()}
 
 
 def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
@@ -266,8 +278,20 @@ class _Trainer:
         if resume and self.resume_from is None:
             self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
 
-        train_corpus, valid_corpus = _corpora(cfg)
+        train_corpus, valid_corpus, looked = _corpora(cfg)
         self._print(f"training data: {train_corpus.summary()}")
+        if valid_corpus is None:
+            if cfg.patience is not None:
+                raise ValueError(
+                    f"patience={cfg.patience} stops on validation, but there is no validation set: {looked}"
+                )
+            self._print(
+                f"no validation set ({looked}): validation is off, no {cfg.metric} is measured and the last "
+                f"checkpoint stands for the best; checkpoints every valid_every={cfg.valid_every} updates"
+            )
+        else:
+            self._print(f"validation data: {valid_corpus.summary()}")
+        self.corpus = {"train": _fingerprint(train_corpus), "valid": _fingerprint(valid_corpus)}
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
         else:
@@ -358,6 +382,7 @@ class _Trainer:
             "bad_validations": self.bad_validations,
             "elapsed": self.elapsed,
             "metrics": self.last_metrics,
+            "corpus": self.corpus,
         }
 
     def _restore(self, path: Path) -> None:
@@ -379,8 +404,20 @@ class _Trainer:
                 f"cannot resume {path} with other optimizer options ({changes}): the optimizer and schedule "
                 f"continue from the checkpoint's state; resume with the run's own values, or start a new run"
             )
-        _load_weights_into(self.model, ckpt)
         st = ckpt.trainer_state
+        for split, was in (st.get("corpus") or {}).items():  # checkpoints before fingerprints have none
+            now = self.corpus.get(split)
+            if was != now:
+
+                def said(f):
+                    return "none" if f is None else f"{f['pairs']} pairs, SHA-256 {f['sha256'][:12]}…"
+
+                raise ValueError(
+                    f"cannot resume {path}: its {split} data differ from the data given now (the run had "
+                    f"{said(was)}; now {said(now)}); a resumed run continues on its own data: give the run's "
+                    "own files, or start a new run (--overwrite, or another --out)"
+                )
+        _load_weights_into(self.model, ckpt)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
