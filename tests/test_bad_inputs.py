@@ -65,10 +65,8 @@ class Env:
                 "--preset", "tiny", *tiny, "--set", "num_threads=1"]  # fmt: skip
 
     def resume_args(self, *more: str) -> list[str]:
-        """Resume the copied run with its own options."""
-        cfg = self.tmp / "run_config.json"
-        cfg.write_text(json.dumps(json.loads((self.ckpts[-1] / "config.json").read_text())["train"]))
-        return ["train", "--config", str(cfg), "--out", str(self.run), "--resume", "--quiet", *more]
+        """Resume the copied run (its options come from its checkpoint)."""
+        return ["train", "--out", str(self.run), "--resume", "--quiet", *more]
 
 
 def _flip_bit(path: Path) -> None:
@@ -277,7 +275,20 @@ def _max_minutes_nan(e: Env) -> list[str]:
 
 def _resume_other_corpus(e: Env) -> list[str]:
     other = _toy_corpus(e.tmp / "other", n_train=60, n_valid=8, seed=5)
-    return e.resume_args("--set", "max_steps=6", "--set", f"data_dir={other}")
+    return e.resume_args("--set", "max_steps=6", "--data", str(other))
+
+
+def _resume_other_preset(e: Env) -> list[str]:
+    return e.resume_args("--preset", "small", "--set", "max_steps=6")
+
+
+def _resume_other_lr(e: Env) -> list[str]:
+    return e.resume_args("--set", "lr=0.1", "--set", "max_steps=6")
+
+
+def _analyze_map_layers(e: Env) -> list[str]:
+    src, tgt = str(e.data / "valid.in"), str(e.data / "valid.out")
+    return ["analyze", str(e.run), "--data", src, tgt, "--map-layers", "5", "--out", str(e.tmp / "report")]
 
 
 CASES = [
@@ -321,6 +332,11 @@ CASES = [
     Case("train: max_minutes=nan", _max_minutes_nan, 2, ("max_minutes must be a finite number, got nan",)),
     Case("train: --resume on another corpus", _resume_other_corpus, 2,
          ("cannot resume", "train data differ from the data given now")),
+    Case("train: --resume with another --preset", _resume_other_preset, 2,
+         ("cannot resume", "preset (--preset): 'tiny' → 'small'", "only max_steps")),
+    Case("train: --resume --set lr=…", _resume_other_lr, 2, ("cannot resume", "lr: 0.003 → 0.1")),
+    Case("analyze: --map-layers 5 on a 2-layer model", _analyze_map_layers, 2,
+         ("--map-layers 5:", "has 2 enc_self, 2 dec_self, 2 context layers (layer indices 0–1)")),
 ]  # fmt: skip
 
 

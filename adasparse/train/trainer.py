@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from ..data.batching import TokenBatcher, encode_pairs
 from ..data.corpus import VALID_PREFIXES, ParallelCorpus, find_corpus, load_parallel
-from ..data.tokenizer import TokenizerConfig, TokenizerPair
+from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, min_vocab_size
 from ..decode.search import SearchConfig
 from ..decode.translate import translate_lines
 from ..evaluation import score_g2p, score_translation
@@ -51,19 +52,24 @@ from .checkpoint import (
     read_manifest,
     restore_rng_state,
 )
-from .config import TrainConfig
+from .config import (
+    AUTO_OPTIONS,
+    RESUMABLE_OPTIONS,
+    TrainConfig,
+    auto_log_every,
+    auto_warmup_steps,
+    resume_differences,
+)
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "load_model", "pick_device"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "load_model", "pick_device", "resume_config"]
 
 log = logging.getLogger(__name__)
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
-# options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
-_RESTORED_OPTIONS = ("lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,6 +154,54 @@ def _fingerprint(corpus: ParallelCorpus | None) -> dict[str, Any] | None:
     for s, t in zip(corpus.src, corpus.tgt):
         h.update(s.encode("utf-8") + b"\t" + t.encode("utf-8") + b"\n")
     return {"pairs": len(corpus), "sha256": h.hexdigest()}
+
+
+def _resolve_auto(cfg: TrainConfig, corpus: ParallelCorpus) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with its automatic options (``None``) chosen from the data and ``max_steps``, and what was chosen
+    (or a notice where an explicit vocabulary is far larger than the data support)."""
+    changes: dict[str, Any] = {}
+    said: list[str] = []
+    if cfg.tokenizer in ("bpe", "unigram"):
+        sides = [corpus.src + corpus.tgt] if cfg.joint_vocab else [corpus.src, corpus.tgt]
+        auto = max(min(auto_vocab_size(x) for x in sides), max(min_vocab_size(x) for x in sides))
+        words = sum(len(line.split()) for x in sides for line in x)
+        if cfg.vocab_size is None:
+            changes["vocab_size"] = auto
+            said.append(f"vocab_size {auto} (one piece per 20 of the {words} training words, at most 8000)")
+        elif cfg.vocab_size > 2 * auto:
+            said.append(
+                f"vocab_size {cfg.vocab_size} is large for {words} training words: most pieces will be seen only "
+                f"a few times (the automatic choice, vocab_size=null, would be {auto})"
+            )
+    if cfg.warmup_steps is None:
+        changes["warmup_steps"] = auto_warmup_steps(cfg.max_steps)
+        said.append(f"warmup_steps {changes['warmup_steps']} (max_steps // 10, at most 4000)")
+    if cfg.log_every is None:
+        changes["log_every"] = auto_log_every(cfg.max_steps)
+        said.append(f"log_every {changes['log_every']} (max_steps // 20, from 1 to 50)")
+    return (dataclasses.replace(cfg, **changes) if changes else cfg), said
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig | None:
+    """The options a run was started with (from its newest checkpoint's ``config.json``), with ``overrides``
+    applied (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may differ on resume); ``None`` when the run
+    has no checkpoint yet."""
+    from .config import load_train_config
+
+    saved = saved_train_options(run_dir)
+    return None if saved is None else load_train_config(None, overrides, base=saved)
+
+
+def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
+    """The training options stored in the newest readable checkpoint of ``run_dir`` (``None`` if there is none)."""
+    for ckpt in reversed(CheckpointManager(run_dir, create=False).checkpoints()):
+        try:
+            saved = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # damaged: --resume will skip it too
+        if isinstance(saved, dict) and isinstance(saved.get("train"), dict):
+            return saved["train"]
+    return None
 
 
 def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
@@ -242,6 +296,48 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, An
     return groups
 
 
+def _expected_stop(step: int, max_steps: int, session_steps: int, session_elapsed: float, budget: float | None) -> int:
+    """The update at which the run will stop: ``max_steps``, or sooner when the time ``budget`` (seconds of this
+    session) binds, estimated from this session's speed so far."""
+    if budget is None or session_steps == 0 or session_elapsed <= 0:
+        return max_steps
+    left = max(budget - session_elapsed, 0.0)
+    return min(max_steps, step + int(left * session_steps / session_elapsed))
+
+
+class _Progress:
+    """The training bar. It counts to the update that will actually stop the run: ``max_steps``, or what the
+    time left allows when ``max_minutes`` binds (so its ETA is the time left), with the loss and the time left."""
+
+    def __init__(self, cfg: TrainConfig, step: int):
+        from tqdm import tqdm
+
+        desc = "train" if cfg.max_minutes is None else f"train (≤ {cfg.max_minutes:g} min)"
+        total = cfg.max_steps if cfg.max_minutes is None else None  # with a time budget: known after an update
+        self.bar = tqdm(total=total, initial=step, desc=desc, unit="step", mininterval=2.0, dynamic_ncols=True)
+        self.postfix: dict[str, str] = {}
+
+    def update(self, step: int, stop_at: int, session_elapsed: float, budget: float | None, rec) -> None:
+        if stop_at != self.bar.total:
+            self.bar.total = stop_at
+        if rec is not None:
+            self.postfix.update(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        if budget is not None:
+            left = max(budget - session_elapsed, 0.0)
+            self.postfix["left"] = f"{int(left // 60)}:{int(left % 60):02d}"
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def write(self, msg: str) -> None:
+        self.bar.write(msg)
+
+    def close(self, finished: bool = True) -> None:
+        if finished and self.bar.n < (self.bar.total or 0):  # stopped by time, epochs or patience: end at 100 %
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.bar.close()
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, overwrite: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
@@ -277,6 +373,8 @@ class _Trainer:
         self.resume_from = self._pick_resume() if resume else None
         if resume and self.resume_from is None:
             self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
+        if self.resume_from is not None:  # the run's own options; only RESUMABLE_OPTIONS may change
+            cfg = self.cfg = self._resumed_config(cfg, self.resume_from)
 
         train_corpus, valid_corpus, looked = _corpora(cfg)
         self._print(f"training data: {train_corpus.summary()}")
@@ -292,6 +390,11 @@ class _Trainer:
         else:
             self._print(f"validation data: {valid_corpus.summary()}")
         self.corpus = {"train": _fingerprint(train_corpus), "valid": _fingerprint(valid_corpus)}
+        if self.resume_from is None:
+            cfg, chosen = _resolve_auto(cfg, train_corpus)
+            self.cfg = cfg
+            if chosen:
+                self._print("chosen for this run: " + "; ".join(chosen))
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
         else:
@@ -331,6 +434,7 @@ class _Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
         self.scheduler = build_scheduler(self.optimizer, InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1)))
+        self.session_elapsed = 0.0  # training time of this session: what max_minutes bounds
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.step = 0
         self._saved_step = -1
@@ -346,6 +450,26 @@ class _Trainer:
         )
 
     # ------------------------------------------------------------------ state
+
+    def _resumed_config(self, cfg: TrainConfig, path: Path) -> TrainConfig:
+        """``cfg`` checked against the options saved in checkpoint ``path``, automatic ones filled from them."""
+        try:
+            saved = json.loads((path / "config.json").read_text(encoding="utf-8")).get("train") or {}
+        except (OSError, ValueError, AttributeError):
+            saved = {}
+        moved = resume_differences(saved, cfg)
+        if moved:
+            raise ValueError(
+                f"cannot resume {path} with other options ({'; '.join(moved)}): a resumed run keeps the options "
+                "it started with (`adasparse train --out RUN --resume` takes them from its checkpoint); only "
+                f"{', '.join(RESUMABLE_OPTIONS)} may change (--set key=value); or start a new run"
+            )
+        filled = {k: saved[k] for k in AUTO_OPTIONS if getattr(cfg, k) is None and saved.get(k) is not None}
+        if cfg.warmup_steps is None and "warmup_steps" not in filled:  # a checkpoint without saved options
+            filled["warmup_steps"] = auto_warmup_steps(cfg.max_steps)
+        if cfg.log_every is None and "log_every" not in filled:
+            filled["log_every"] = auto_log_every(cfg.max_steps)
+        return dataclasses.replace(cfg, **filled) if filled else cfg
 
     def _pick_resume(self) -> Path | None:
         """The newest intact checkpoint (rank 0 verifies and decides; damaged newer ones are moved aside)."""
@@ -394,15 +518,6 @@ class _Trainer:
             raise ValueError(
                 f"cannot resume {path}: this configuration builds a different model ({changes}); resume with the "
                 f"run's own options (its config.json, key 'train'), or start a new run"
-            )
-        saved_train, now_train = ckpt.config.get("train") or {}, self.cfg.to_dict()
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        moved = [k for k in _RESTORED_OPTIONS if saved_train and saved_train.get(k, defaults[k]) != now_train[k]]
-        if moved:
-            changes = ", ".join(f"{k}: {saved_train.get(k, defaults[k])!r} → {now_train[k]!r}" for k in moved)
-            raise ValueError(
-                f"cannot resume {path} with other optimizer options ({changes}): the optimizer and schedule "
-                f"continue from the checkpoint's state; resume with the run's own values, or start a new run"
             )
         st = ckpt.trainer_state
         for split, was in (st.get("corpus") or {}).items():  # checkpoints before fingerprints have none
@@ -565,22 +680,23 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
-        pbar = None
-        if self.dist.is_main and not self.quiet:
-            from tqdm import tqdm
-
-            pbar = tqdm(
-                total=self.cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=2.0,
-                dynamic_ncols=True,
-            )  # fmt: skip
+        bar = _Progress(self.cfg, self.step) if self.dist.is_main and not self.quiet else None
+        finished = False
         try:
-            stopped = self._loop(pbar)
+            stopped = self._loop(bar)
+            finished = True
         finally:
-            if pbar is not None:
-                pbar.close()
+            if bar is not None:
+                bar.close(finished)
             self.logger.close()
         best = self.ckpts.best() or self.ckpts.latest()
         return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+
+    def _note(self, bar: _Progress | None, msg: str) -> None:
+        if bar is not None:
+            bar.write(msg)
+        else:
+            self._print(msg)
 
     def _log_window(self) -> dict[str, Any] | None:
         """One ``train`` record for the updates since the last one (none if there were none)."""
@@ -601,14 +717,16 @@ class _Trainer:
         self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
         return rec
 
-    def _loop(self, pbar) -> str:
+    def _loop(self, bar: _Progress | None) -> str:
         cfg = self.cfg
         batches = self._batches()
         stopped = "max_steps"
         if self.step == 0:  # the initial α, so trajectories start where training starts
             self.logger.log({"kind": "init", "step": 0, "alpha": _alpha_record(self.model)})
         self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
-        t_start = time.perf_counter() - self.elapsed
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes  # seconds, this session
+        t_start, session_t0, session_steps = time.perf_counter() - self.elapsed, time.perf_counter(), 0
+        warned_warmup = False
         while self.step < cfg.max_steps:
             micro = []
             for _ in range(cfg.accum_steps):
@@ -625,22 +743,27 @@ class _Trainer:
                 self._log_window()  # the α trajectory up to the last good update
                 raise
             self.step += 1
-            self.elapsed = time.perf_counter() - t_start
+            session_steps += 1
+            now = time.perf_counter()
+            self.elapsed, self.session_elapsed = now - t_start, now - session_t0
             w = self._window
-            w["steps"], w["loss"], w["tokens"], w["all"] = (
-                w["steps"] + 1,
-                w["loss"] + loss,
-                w["tokens"] + ntok,
-                w["all"] + nall,
-            )
-            if pbar is not None:
-                pbar.update(1)
-            if self.step % cfg.log_every == 0:
-                rec = self._log_window()
-                if pbar is not None:
-                    pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            out_of_time = cfg.max_minutes is not None and self.elapsed >= 60 * cfg.max_minutes
-            if cfg.max_minutes is not None and self.dist.enabled:
+            w["steps"], w["loss"] = w["steps"] + 1, w["loss"] + loss
+            w["tokens"], w["all"] = w["tokens"] + ntok, w["all"] + nall
+            rec = self._log_window() if self.step % cfg.log_every == 0 else None
+            stop_at = _expected_stop(self.step, cfg.max_steps, session_steps, self.session_elapsed, budget)
+            if bar is not None:
+                bar.update(self.step, stop_at, self.session_elapsed, budget, rec)
+            if not warned_warmup and budget and session_steps >= 10 and self.session_elapsed >= min(2, budget / 20):
+                warned_warmup = True
+                if stop_at < cfg.warmup_steps:
+                    self._note(
+                        bar,
+                        f"note: at this speed max_minutes={cfg.max_minutes:g} stops the run near update {stop_at}, "
+                        f"before its learning-rate warmup ends (warmup_steps={cfg.warmup_steps}): set max_steps to "
+                        "about that (the automatic warmup scales with it) or a smaller warmup_steps",
+                    )
+            out_of_time = budget is not None and self.session_elapsed >= budget
+            if budget is not None and self.dist.enabled:
                 out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
             if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
                 if self._validate_and_save():
@@ -649,6 +772,7 @@ class _Trainer:
             if out_of_time:
                 stopped = "max_minutes"
                 break
+        self._log_window()  # the last update is always logged (analyze's α trajectory ends where training ended)
         if self._saved_step != self.step:
             self._validate_and_save()
         if self.dist.enabled:  # every rank must hold the same weights: record their checksums
