@@ -9,7 +9,14 @@ writing a checkpoint after each validation (best + last K kept) and stopping at 
 
 Exact resumption: a checkpoint holds the weights, the optimizer and scheduler states, every RNG state and
 the batcher's position, so a run killed at any moment (even by SIGKILL) and resumed from its latest
-checkpoint ends with the same weights as an uninterrupted run with the same seed (on CPU).
+checkpoint ends with the same weights as an uninterrupted run with the same seed (on CPU). A resumed run
+keeps its options (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may change), its data (checked by a
+fingerprint of the pairs) and continues from its newest *intact* checkpoint (each one carries a manifest of
+checksums; damaged ones are moved aside with a warning).
+
+Safety: the run folder is locked for the life of the run (:mod:`adasparse.train.lock`); a non-finite loss or
+gradient norm ends the run with :class:`TrainingDiverged` before the update is applied, so no NaN reaches the
+weights, α or a checkpoint.
 
 Several processes: each rank takes its share of every global step's batches (see
 :mod:`adasparse.data.batching`); the loss of a step is the sum over all label tokens of the step divided by
@@ -163,12 +170,13 @@ def _resolve_auto(cfg: TrainConfig, corpus: ParallelCorpus) -> tuple[TrainConfig
     said: list[str] = []
     if cfg.tokenizer in ("bpe", "unigram"):
         sides = [corpus.src + corpus.tgt] if cfg.joint_vocab else [corpus.src, corpus.tgt]
-        auto = max(min(auto_vocab_size(x) for x in sides), max(min_vocab_size(x) for x in sides))
+        need = max(min_vocab_size(x) for x in sides)
+        auto = max(min(auto_vocab_size(x) for x in sides), need)
         words = sum(len(line.split()) for x in sides for line in x)
         if cfg.vocab_size is None:
             changes["vocab_size"] = auto
             said.append(f"vocab_size {auto} (one piece per 20 of the {words} training words, at most 8000)")
-        elif cfg.vocab_size > 2 * auto:
+        elif cfg.vocab_size > 2 * max(need, words // 20):  # uncapped: a large vocabulary for a large corpus is fine
             said.append(
                 f"vocab_size {cfg.vocab_size} is large for {words} training words: most pieces will be seen only "
                 f"a few times (the automatic choice, vocab_size=null, would be {auto})"
@@ -193,15 +201,16 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) 
 
 
 def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
-    """The training options stored in the newest readable checkpoint of ``run_dir`` (``None`` if there is none)."""
-    for ckpt in reversed(CheckpointManager(run_dir, create=False).checkpoints()):
-        try:
-            saved = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # damaged: --resume will skip it too
-        if isinstance(saved, dict) and isinstance(saved.get("train"), dict):
-            return saved["train"]
-    return None
+    """The training options stored in the checkpoint ``--resume`` will continue from (the newest intact one
+    of ``run_dir``); ``None`` if there is none."""
+    ckpt, _ = CheckpointManager(run_dir, create=False).latest_intact()  # damaged ones: --resume reports them
+    if ckpt is None:
+        return None
+    try:
+        saved = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved["train"] if isinstance(saved, dict) and isinstance(saved.get("train"), dict) else None
 
 
 def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
