@@ -58,6 +58,7 @@ def _train(args: argparse.Namespace) -> int:
         "train_tgt",
         "valid_src",
         "valid_tgt",
+        "recipe",
     )
     for key in (*keys, "seed"):
         v = getattr(args, key)
@@ -118,6 +119,13 @@ def _add_train(sub) -> None:
     p.add_argument("--valid-src", dest="valid_src", help="validation source file, with --src and --valid-tgt")
     p.add_argument("--valid-tgt", dest="valid_tgt", help="validation target file, with --valid-src")
     p.add_argument("--preset", choices=["tiny", "small", "base"], help="model size (default: small)")
+    p.add_argument(
+        "--recipe",
+        choices=["paper"],
+        help="a named set of training options beneath --config and --set: 'paper' = Correia et al. (2019): "
+        "noam (factor 2, 8,000 warmup), Adam β2 0.998, 8,192-token batches, dropout 0.1, no clipping "
+        "(default: none, the TrainConfig defaults)",
+    )
     p.add_argument(
         "--attention", help="softmax | sparsemax | entmax15 | learned | a number α, in every attention "
         "(default: learned)",

@@ -286,6 +286,10 @@ def _resume_other_lr(e: Env) -> list[str]:
     return e.resume_args("--set", "lr=0.1", "--set", "max_steps=6")
 
 
+def _resume_with_a_recipe(e: Env) -> list[str]:
+    return e.resume_args("--recipe", "paper", "--set", "max_steps=6")
+
+
 def _analyze_map_layers(e: Env) -> list[str]:
     src, tgt = str(e.data / "valid.in"), str(e.data / "valid.out")
     return ["analyze", str(e.run), "--data", src, tgt, "--map-layers", "5", "--out", str(e.tmp / "report")]
@@ -335,6 +339,8 @@ CASES = [
     Case("train: --resume with another --preset", _resume_other_preset, 2,
          ("cannot resume", "preset (--preset): 'tiny' → 'small'", "only max_steps")),
     Case("train: --resume --set lr=…", _resume_other_lr, 2, ("cannot resume", "lr: 0.003 → 0.1")),
+    Case("train: --resume --recipe paper on a run without it", _resume_with_a_recipe, 2,
+         ("cannot resume", "recipe (--recipe): None → 'paper'")),
     Case("analyze: --map-layers 5 on a 2-layer model", _analyze_map_layers, 2,
          ("--map-layers 5:", "has 2 enc_self, 2 dec_self, 2 context layers (layer indices 0–1)")),
 ]  # fmt: skip

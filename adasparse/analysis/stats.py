@@ -388,6 +388,28 @@ class AlphaTrajectory:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable({"steps": self.steps, "alpha": self.alpha})
 
+    def turnarounds(self, min_move: float = 0.05) -> list[dict[str, Any]]:
+        """Heads whose α changed direction: it moved by at least ``min_move`` one way from its start to an
+        extremum, then by at least ``min_move`` back. One entry per such head (its largest swing), with the
+        attention type, layer, head, the step of the turn and α at the start, the turn and the end."""
+        out = []
+        for t, a in self.alpha.items():  # (N, layers, heads)
+            for layer in range(a.shape[1]):
+                for head in range(a.shape[2]):
+                    x = a[:, layer, head]
+                    best = None
+                    for k in (int(np.argmin(x)), int(np.argmax(x))):
+                        swing = min(abs(x[k] - x[0]), abs(x[k] - x[-1]))
+                        if swing >= min_move and (best is None or swing > best[1]):
+                            best = (k, swing)
+                    if best is not None:
+                        k = best[0]
+                        out.append(
+                            {"type": t, "layer": layer, "head": head, "step": int(self.steps[k]),
+                             "start": float(x[0]), "turn": float(x[k]), "end": float(x[-1])}
+                        )  # fmt: skip
+        return out
+
 
 def read_alpha_log(path: str | Path) -> AlphaTrajectory:
     """Read the α trajectory from a JSON Lines training log (format in the module docstring)."""

@@ -1,1 +1,1 @@
-"""Benchmarks and showcases shipped with the package (``adasparse bench ...``)."""
+"""Benchmarks shipped with the package (``adasparse bench ...``): each prints ratios against a reference measured in the same run."""

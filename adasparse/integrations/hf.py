@@ -18,9 +18,13 @@ of shape ``(H,)`` registered as a submodule (learned α; H = number of query hea
 in ``model.config.adasparse`` so that :func:`from_pretrained` can rebuild the same α modules before loading
 their values from the checkpoint.
 
-The math, on materialised scores ``(B, H, Q, K)``: ``p = entmax(q kᵀ·scaling [+ bias] masked, α)``, dropout on
-``p`` in training (as the eager kernels), ``out = p v``. α = 1 is exactly the eager softmax attention;
-a query with no attendable key gets a zero row (eager softmax would give a uniform or NaN row).
+The math: the kernel is a thin adapter over :func:`adasparse.entmax_attention` (SDPA's arguments): bool masks
+pass through (so the fused Triton kernel serves HF models on CUDA where the masks allow), float masks and T5's
+``position_bias`` become an additive bias, GQA goes through ``enable_gqa``, dropout through ``dropout_p`` (in
+training only), GPT-OSS attention sinks become one extra key per head with the sink's logit and a zero value;
+only Gemma-2's soft-capping (a non-linear map of the scores) is done on materialised scores here. α = 1 is the
+model's own eager attention; a query with no attendable key gets a zero row (eager softmax: uniform or NaN).
+Attention weights are returned only when asked for (``output_attentions``, :func:`capture_attention`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch import Tensor, nn
 
 from ..analysis.stats import js_divergence
 from ..nn.activations import LearnableAlpha
+from ..nn.attention import entmax_attention
 from ..ops.entmax import entmax
 
 __all__ = [
@@ -137,12 +142,29 @@ def _module_alpha(module: nn.Module, num_heads: int) -> float | Tensor:
     return float(a)
 
 
-def _repeat_kv(x: Tensor, groups: int) -> Tensor:
-    """(B, Hkv, K, D) → (B, Hkv·groups, K, D), each key/value head shared by ``groups`` consecutive query heads."""
-    if groups == 1:
-        return x
-    b, hkv, k, d = x.shape
-    return x[:, :, None].expand(b, hkv, groups, k, d).reshape(b, hkv * groups, k, d)  # (B, H, K, D)
+def _allowed_and_bias(
+    attention_mask: Tensor | None, position_bias: Tensor | None, q_len: int, k_len: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """transformers' mask (bool True = may attend, or additive float with ``finfo.min``-style entries for masked
+    keys) and an optional additive ``position_bias`` → (bool mask or None, float bias with ``-inf`` for masked
+    keys or None). A float mask of only 0 / masked entries becomes a bool mask (the fused kernel takes those)."""
+    allowed, bias = None, None
+    if attention_mask is not None:
+        mask = attention_mask[..., :k_len]
+        if mask.dtype == torch.bool:
+            allowed = mask
+        else:
+            allowed = mask > torch.finfo(mask.dtype).min / 2
+            rest = mask.masked_fill(~allowed, 0.0)
+            if bool((rest != 0).any()):  # a real additive bias besides the masking
+                bias = rest
+    if position_bias is not None:
+        pb = position_bias[..., -q_len:, -k_len:]
+        bias = pb if bias is None else bias + pb
+    if bias is not None and allowed is not None:
+        bias = bias.masked_fill(~allowed, float("-inf"))
+        allowed = None
+    return allowed, bias
 
 
 def adasparse_attention_forward(
@@ -154,73 +176,105 @@ def adasparse_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs,
-) -> tuple[Tensor, Tensor]:
-    """α-entmax attention with the ``transformers`` ``AttentionInterface`` signature.
+) -> tuple[Tensor, Tensor | None]:
+    """α-entmax attention with the ``transformers`` ``AttentionInterface`` signature: a thin adapter over
+    :func:`adasparse.entmax_attention` (so the fused kernel serves it on CUDA wherever the masks allow).
 
     Args:
         module: the calling attention module; α is read from its ``adasparse_alpha`` attribute.
         query: ``(B, H, Q, D)``; key, value: ``(B, Hkv, K, D)`` with ``H`` a multiple of ``Hkv`` (GQA/MQA).
         attention_mask: boolean ``(B, 1|H, Q, K')`` (True = may attend), an additive float mask (0 / very
-            negative), or ``None``; ``K' ≥ K`` is cropped to ``K``.
+            negative), or ``None``; ``K' ≥ K`` is cropped to ``K``. Sliding windows arrive inside it.
         scaling: multiplies ``q kᵀ``; ``None`` means ``D**-0.5`` (T5 passes 1.0).
         dropout: dropout probability on the attention probabilities (applied only in training).
         kwargs: ``position_bias`` (T5-style additive bias, broadcastable to ``(B, H, Q, K)``), ``softcap``
-            (Gemma-2 style ``tanh`` capping of the scores), ``is_causal`` (only used when no mask is given).
+            (Gemma-2 style ``tanh`` capping of the scores), ``s_aux``/``sinks`` (one attention-sink logit per
+            head, GPT-OSS style: an extra key with that score and a zero value), ``is_causal`` (used only when
+            no mask is given), ``output_attentions``.
 
     Returns:
-        ``(out, p)``: ``out`` of shape ``(B, Q, H, D)`` (the layout transformers reshapes to ``(B, Q, H·D)``) and
-        the probabilities ``p`` of shape ``(B, H, Q, K)``.
+        ``(out, weights)``: ``out`` of shape ``(B, Q, H, D)`` (the layout transformers reshapes to ``(B, Q, H·D)``);
+        ``weights`` ``(B, H, Q, K)`` when asked for (``output_attentions``, :func:`capture_attention`), else None.
     """
-    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-        raise NotImplementedError("adasparse attention does not support attention sinks (s_aux)")
     b, h, q_len, d = query.shape
     hkv, k_len = key.shape[1], key.shape[2]
     if h % hkv != 0:
         raise ValueError(f"query has {h} heads, not a multiple of the {hkv} key/value heads")
-    key = _repeat_kv(key, h // hkv)  # (B, H, K, D)
-    value = _repeat_kv(value, h // hkv)  # (B, H, K, D)
-    if scaling is None:
-        scaling = d**-0.5
+    scaling = d**-0.5 if scaling is None else scaling
+    alpha = _module_alpha(module, h)
+    allowed, bias = _allowed_and_bias(attention_mask, kwargs.get("position_bias"), q_len, k_len)
+    is_causal = False
+    if attention_mask is None:
+        causal = kwargs.get("is_causal")
+        causal = getattr(module, "is_causal", False) if causal is None else causal
+        if causal and q_len > 1:  # sdpa's is_causal alignment (top-left), as transformers' sdpa kernel
+            if bias is None:
+                is_causal = True
+            else:
+                tril = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+                bias = bias.masked_fill(~tril, float("-inf"))
+    need_weights = _RECORDER is not None or bool(kwargs.get("output_attentions"))
+    p_drop = dropout if module.training else 0.0
 
-    compute_dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    # scaled in the input dtype like the eager kernels, then normalised in float32 for half precision
-    scores = (torch.matmul(query, key.transpose(-1, -2)) * scaling).to(compute_dtype)  # (B, H, Q, K)
     softcap = kwargs.get("softcap")
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    position_bias = kwargs.get("position_bias")
-    if position_bias is not None:
-        scores = scores + position_bias[..., -q_len:, -k_len:].to(compute_dtype)
-
-    allowed = None  # boolean, broadcastable to (B, H, Q, K); True = may attend
-    if attention_mask is not None:
-        mask = attention_mask[..., :k_len]
-        if mask.dtype == torch.bool:
-            allowed = mask
-        else:  # additive float mask: add it, and treat "very negative" (finfo.min-style) entries as masked
-            scores = scores + mask.to(compute_dtype)
-            allowed = mask > torch.finfo(mask.dtype).min / 2
+    if softcap is not None:  # a non-linear map of the scores: materialise them (no SDPA-style kernel takes it)
+        out, p = _softcapped_attention(query, key, value, allowed, bias, is_causal, scaling, softcap, alpha, p_drop)
     else:
-        is_causal = kwargs.get("is_causal")
-        is_causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
-        if is_causal and q_len > 1:  # same alignment as sdpa's is_causal (top-left)
-            allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
+        sinks = kwargs.get("s_aux", kwargs.get("sinks"))
+        if sinks is not None:  # one more key per head: score = the sink logit, value 0
+            key = torch.cat([key, key.new_zeros(b, hkv, 1, d)], dim=2)
+            value = torch.cat([value, value.new_zeros(b, hkv, 1, value.shape[-1])], dim=2)
+            if bias is None:
+                bias = query.new_zeros(1, 1, 1, k_len)
+                if allowed is not None:
+                    bias = bias.masked_fill(~allowed, float("-inf"))
+                if is_causal:
+                    tril = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
+                    bias = bias.masked_fill(~tril, float("-inf"))
+                allowed, is_causal = None, False
+            sink = sinks.reshape(1, h, 1, 1).to(bias.dtype).expand(*bias.shape[:-3], h, bias.shape[-2], 1)
+            bias = torch.cat([bias.expand(*sink.shape[:-1], k_len), sink], dim=-1)  # (B|1, H, Q|1, K + 1)
+        mask = bias if bias is not None else allowed
+        res = entmax_attention(
+            query, key, value, mask, p_drop, is_causal,
+            scale=scaling, enable_gqa=h != hkv, alpha=alpha, return_stats=need_weights,
+        )  # fmt: skip
+        out, p = res if need_weights else (res, None)
+        if p is not None:
+            p = p.probs[..., :k_len]  # without the sink column
+    if _RECORDER is not None:
+        _RECORDER.record(module, p, _allowed_for_record(allowed, bias, is_causal, q_len, k_len, query.device))
+    return out.transpose(1, 2).contiguous(), p  # (B, Q, H, D)
 
+
+def _allowed_for_record(allowed, bias, is_causal, q_len, k_len, device) -> Tensor | None:
+    """The boolean mask (True = may attend) the analysis needs, whichever way it reached the kernel."""
+    if bias is not None:
+        return torch.isfinite(bias[..., :k_len])
+    if is_causal:
+        return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
+    return allowed
+
+
+def _softcapped_attention(query, key, value, allowed, bias, is_causal, scaling, softcap, alpha, p_drop):
+    """Gemma-2 style ``softcap · tanh(scores / softcap)`` before α-entmax, on materialised scores."""
+    h, hkv = query.shape[1], key.shape[1]
+    key = key.repeat_interleave(h // hkv, dim=1)  # (B, H, K, D)
+    value = value.repeat_interleave(h // hkv, dim=1)
+    compute = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
+    scores = (query @ key.transpose(-1, -2) * scaling).to(compute)  # (B, H, Q, K)
+    scores = torch.tanh(scores / softcap) * softcap
+    if bias is not None:
+        scores = scores + bias.to(compute)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-        empty = ~allowed.any(-1, keepdim=True)  # (B, 1|H, Q, 1): queries with no attendable key
-        scores = scores.masked_fill(empty, 0.0)  # finite scores there; the output row is zeroed below
-
-    alpha = _module_alpha(module, h)
-    p = entmax(scores, alpha, dim=-1)  # (B, H, Q, K)
-    if allowed is not None:
-        p = p.masked_fill(empty, 0.0)
-    if _RECORDER is not None:
-        _RECORDER.record(module, p, allowed)
-    p = p.to(value.dtype)
-    p_drop = nn.functional.dropout(p, p=dropout, training=module.training) if dropout > 0 else p
-    out = torch.matmul(p_drop, value)  # (B, H, Q, D)
-    return out.transpose(1, 2).contiguous(), p  # (B, Q, H, D)
+    if is_causal:
+        q_len, k_len = scores.shape[-2:]
+        tril = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~tril, float("-inf"))
+    p = entmax(scores, alpha, dim=-1)  # a fully masked row gives zeros
+    p_v = nn.functional.dropout(p, p=p_drop) if p_drop > 0 else p
+    return p_v.to(value.dtype) @ value, p  # (B, H, Q, D)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -250,6 +304,19 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     (every model that supports ``attn_implementation`` does).
     """
     return [(n, m) for n, m in model.named_modules() if _calls_attention_interface(type(m))]
+
+
+def _inline_attention_classes(model: nn.Module) -> list[str]:
+    """Class names of attention modules that compute attention themselves (e.g. Falcon's): modules named
+    ``*Attention`` that neither dispatch through ``AttentionInterface`` nor contain a module that does."""
+    dispatching = {n for n, _ in attention_modules(model)}
+    names = set()
+    for n, m in model.named_modules():
+        if not n or n in dispatching or not type(m).__name__.endswith("Attention"):
+            continue
+        if not any(d.startswith(n + ".") for d in dispatching):  # not a container of a dispatching module
+            names.add(type(m).__name__)
+    return sorted(names)
 
 
 def _num_heads(name: str, module: nn.Module) -> int:
@@ -287,6 +354,7 @@ def sparsify(
     *,
     alpha_min: float = 1.01,
     alpha_max: float = 2.0,
+    parametrization: str = "clamp",
     name: str = DEFAULT_NAME,
 ) -> nn.Module:
     """Switch a loaded ``transformers`` model to α-entmax attention, in place; returns the model.
@@ -299,7 +367,9 @@ def sparsify(
             number ≥ 1 (1 = the model's softmax attention), ``"entmax15"`` (1.5) or ``"sparsemax"`` (2).
         init: initial learned α: ``"normal"`` (θ ~ N(0, 1) as in the paper) or a number in (1, 2); only with
             ``alpha="learned"``.
-        alpha_min, alpha_max: clamp range of a learned α.
+        alpha_min, alpha_max: range of a learned α.
+        parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone below ``alpha_min``), see
+            :class:`adasparse.LearnableAlpha`.
         name: the name registered with ``transformers`` (see :func:`register`).
 
     The settings are stored in ``model.config.adasparse`` (saved in ``config.json``); reload a saved model with
@@ -310,14 +380,19 @@ def sparsify(
         raise ValueError(f"init={init!r} only applies to alpha='learned', got alpha={alpha!r}")
     register(name)
     mods = attention_modules(model)
-    if not mods:
+    inline = _inline_attention_classes(model)
+    if not mods or inline:
+        found = f"its attention modules {inline} compute" if inline else "it has no attention module that computes"
         raise ValueError(
-            f"{type(model).__name__} has no attention module that dispatches through transformers' "
-            "AttentionInterface; sparsify supports models that accept attn_implementation=..."
+            f"cannot sparsify {type(model).__name__}: {found} attention inline instead of calling the kernel "
+            "that transformers' AttentionInterface (ALL_ATTENTION_FUNCTIONS) registers, so adasparse cannot "
+            "replace their softmax. sparsify needs models whose attention modules dispatch through it (Llama, "
+            "Mistral, Qwen2, Gemma, GPT-2, BERT, T5, Marian, BART, ...); "
+            f"attn_implementation={name!r} would leave these modules dense."
         )
     heads = {n: _num_heads(n, m) for n, m in mods}
     if setting == "learned":  # validates init and the clamp range before the model is touched
-        LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max)
+        LearnableAlpha((1,), init=init, alpha_min=alpha_min, alpha_max=alpha_max, parametrization=parametrization)
 
     if hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(name)
@@ -335,7 +410,9 @@ def sparsify(
             delattr(m, ALPHA_ATTRIBUTE)
         if setting == "learned":
             ref = next(m.parameters(), None)
-            la = LearnableAlpha((heads[n],), init=init, alpha_min=alpha_min, alpha_max=alpha_max)
+            la = LearnableAlpha(
+                (heads[n],), init=init, alpha_min=alpha_min, alpha_max=alpha_max, parametrization=parametrization
+            )
             if ref is not None:
                 la = la.to(device=ref.device)
             m.add_module(ALPHA_ATTRIBUTE, la)
@@ -345,7 +422,12 @@ def sparsify(
     settings = {"alpha": setting, "name": name}
     if setting == "learned":
         settings.update(init=init, alpha_min=float(alpha_min), alpha_max=float(alpha_max))
+        if parametrization != "clamp":
+            settings["parametrization"] = parametrization
     model.config.adasparse = settings
+    # saved into config.json by save_pretrained; transformers reads it back as the attention to use, so a
+    # sparsified model never reloads silently as a softmax one (see from_pretrained)
+    model.config.attn_implementation = name
     return model
 
 
@@ -409,18 +491,70 @@ def _load_learned_alphas(model: nn.Module, path: str | os.PathLike, revision: st
             wanted[n].copy_(t)
 
 
+def _saved_settings(path: str | os.PathLike, kwargs: dict) -> dict | None:
+    """``config.adasparse`` of a saved model, read before the model is built (None if it has none)."""
+    from transformers import PretrainedConfig
+
+    keep = ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+    config_dict, _ = PretrainedConfig.get_config_dict(path, **{k: v for k, v in kwargs.items() if k in keep})
+    settings = config_dict.get(CONFIG_KEY)
+    return settings if isinstance(settings, dict) and "alpha" in settings else None
+
+
+@contextlib.contextmanager
+def _alpha_keys_expected(model_class, path, kwargs: dict) -> Iterator[None]:
+    """While loading, transformers' own rule for expected extra weights (``_keys_to_ignore_on_load_unexpected``)
+    covers the learned-α θ, which the model class does not create (:func:`from_pretrained` adds them after)."""
+    from transformers import AutoConfig, PreTrainedModel
+
+    cls = model_class
+    mapping = getattr(model_class, "_model_mapping", None)
+    if mapping is not None:  # an Auto class: the concrete class it will build
+        keep = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "trust_remote_code")
+        config = kwargs.get("config") or AutoConfig.from_pretrained(
+            path, **{k: v for k, v in kwargs.items() if k in keep}
+        )
+        cls = mapping.get(type(config), None)
+        cls = cls[0] if isinstance(cls, tuple | list) else cls
+    classes = [cls] if isinstance(cls, type) and issubclass(cls, PreTrainedModel) else []
+    pattern = rf"(^|\.){ALPHA_ATTRIBUTE}\.theta$"
+    saved = {c: c.__dict__.get("_keys_to_ignore_on_load_unexpected", _MISSING) for c in classes}
+    try:
+        for c in classes:
+            c._keys_to_ignore_on_load_unexpected = [*(c._keys_to_ignore_on_load_unexpected or []), pattern]
+        yield
+    finally:
+        for c, old in saved.items():
+            if old is _MISSING:
+                del c._keys_to_ignore_on_load_unexpected
+            else:
+                c._keys_to_ignore_on_load_unexpected = old
+
+
+_MISSING = object()
+
+
 def from_pretrained(model_class, path: str | os.PathLike, **kwargs) -> nn.Module:
     """Load a model saved after :func:`sparsify` (``save_pretrained``), with its α.
 
     ``model_class`` is any ``transformers`` class with ``from_pretrained`` (e.g. ``AutoModel``); ``kwargs`` go
     to it. The α settings are read from ``config.adasparse``; learned α values from the safetensors files.
+
+    A sparsified model's ``config.json`` also names ``attn_implementation="adasparse"``, so a plain
+    ``AutoModel.from_pretrained`` never gives it back silently dense: without adasparse imported transformers
+    refuses the unknown attention; after :func:`register` a fixed α reloads exactly, and a learned α is
+    reported missing (its θ are not created by the model class) — use this function for those.
     """
-    model = model_class.from_pretrained(path, **kwargs)
-    settings = getattr(model.config, CONFIG_KEY, None)
-    if not isinstance(settings, dict) or "alpha" not in settings:
+    _require_transformers()
+    settings = _saved_settings(path, kwargs)
+    if settings is None:
         raise ValueError(f"{str(path)!r} was not saved from a sparsified model: its config has no {CONFIG_KEY!r}")
-    extra = {k: settings[k] for k in ("init", "alpha_min", "alpha_max") if k in settings}
-    sparsify(model, alpha=settings["alpha"], name=settings.get("name", DEFAULT_NAME), **extra)
+    name = settings.get("name", DEFAULT_NAME)
+    register(name)
+    with _alpha_keys_expected(model_class, path, kwargs):
+        model = model_class.from_pretrained(path, **kwargs)
+    extra = {k: settings[k] for k in ("init", "alpha_min", "alpha_max", "parametrization") if k in settings}
+    sparsify(model, alpha=settings["alpha"], name=name, **extra)
     if settings["alpha"] == "learned":
         _load_learned_alphas(model, path, kwargs.get("revision"))
     return model

@@ -1,9 +1,11 @@
 """The ``"triton"`` backend of :func:`adasparse.entmax_attention`, chosen by ``backend="auto"`` on CUDA.
 
 It accepts what the fused kernel handles — CUDA tensors (on CPU, under ``TRITON_INTERPRET=1``, only with ``backend="triton"``), head dim
-≤ 128, one dtype for q/k/v, α a number or one α per head in [1, 2], masks that are a key-padding mask
+≤ 128, one dtype for q/k/v, q/k/v of one shape ``(B, H, L, D)`` (GQA key/value arrive already expanded to the
+query's heads), α a number or one α per head in [1, 2], boolean masks that are a key-padding mask
 (broadcastable to ``(B, 1, 1, K)``) and/or causal, no dropout, no probabilities asked for — and leaves
-everything else to the reference path. Triton is imported only when a CUDA call asks for it.
+everything else, floating (additive) masks included, to the reference path. Triton is imported only when a
+CUDA call asks for it.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ def triton_supports(q, k, v, alpha, *, attn_mask=None, is_causal=False, dropout_
     # "auto" picks the kernel on CUDA only; on CPU (Triton's interpreter) it must be asked for by name
     if not q.is_cuda or not _triton_available():
         return False
-    B, H, _, D = q.shape
+    B, H, Lq, D = q.shape
+    if k.shape[:2] != (B, H) or v.shape != k.shape or Lq == 0 or k.shape[2] == 0:
+        return False
+    if attn_mask is not None and attn_mask.dtype != torch.bool:  # additive masks: the reference path
+        return False
     if D > 128 or v.shape[-1] != D or q.dtype not in _DTYPES or not (q.dtype == k.dtype == v.dtype):
         return False
     if _key_padding(attn_mask, B, k.shape[-2]) is False:
@@ -72,6 +78,8 @@ def triton_backend(q, k, v, alpha, attn_mask, is_causal, scale, dropout_p, need_
 
     if need_probs or dropout_p > 0:
         raise ValueError("the triton backend returns no probabilities and has no dropout: use backend='reference'")
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        raise ValueError(f"the triton backend takes boolean masks only, got a {attn_mask.dtype} (additive) mask")
     B, H = q.shape[0], q.shape[1]
     kpm = _key_padding(attn_mask, B, k.shape[-2])
     if kpm is False:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from numbers import Real
 from typing import Any
 
+from ..nn.activations import PARAMETRIZATIONS
 from ..nn.multihead import canonical_normalizer
 
 __all__ = [
@@ -58,6 +59,10 @@ def _check_common(cfg: Any) -> None:
             raise ValueError(f"alpha_init must be 'normal' or a number in (1, 2), got {a!r}")
     elif isinstance(a, bool) or not isinstance(a, Real) or not 1.0 < float(a) < 2.0:
         raise ValueError(f"alpha_init must be 'normal' or a number in (1, 2), got {a!r}")
+    if cfg.alpha_parametrization not in PARAMETRIZATIONS:
+        raise ValueError(
+            f"alpha_parametrization must be one of {list(PARAMETRIZATIONS)}, got {cfg.alpha_parametrization!r}"
+        )
 
 
 def _check_ids(cfg: Any, vocab_sizes: dict[str, int]) -> None:
@@ -121,6 +126,9 @@ class Seq2SeqConfig(_JsonMixin):
         enc_self, dec_self, context: normalizer of each attention type: ``"softmax"``, ``"sparsemax"``,
             ``"entmax15"``, ``"learned"`` (one α per head) or a number α ≥ 1.
         alpha_init: learned α initialisation: ``"normal"`` (θ ~ N(0, 1), the paper) or a number in (1, 2).
+        alpha_parametrization: learned α as ``"clamp"`` (the paper's ``clamp(1 + sigmoid θ, 1.01, 2)``, whose
+            clamp zeroes θ's gradient below 1.01) or ``"sigmoid"`` (``1.01 + 0.99 · sigmoid θ``, no dead zone);
+            see :class:`adasparse.nn.LearnableAlpha`.
         activation: ``"relu"`` (default) or ``"gelu"``.
         scale_embeddings: multiply embeddings by √d_model (Vaswani et al.).
     """
@@ -144,6 +152,7 @@ class Seq2SeqConfig(_JsonMixin):
     dec_self: str | float = "learned"
     context: str | float = "learned"
     alpha_init: str | float = "normal"
+    alpha_parametrization: str = "clamp"
     activation: str = "relu"
     scale_embeddings: bool = True
 
@@ -193,6 +202,7 @@ class DecoderOnlyConfig(_JsonMixin):
     eos_id: int = 2
     self_attn: str | float = "learned"
     alpha_init: str | float = "normal"
+    alpha_parametrization: str = "clamp"
     activation: str = "relu"
     scale_embeddings: bool = True
 

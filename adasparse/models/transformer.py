@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.multihead import KVCache, MultiheadAttention
+from ..nn.multihead import Attention, KVCache
 from .config import ATTENTION_TYPES, DecoderOnlyConfig, Seq2SeqConfig
 
 __all__ = [
@@ -95,16 +95,38 @@ class _Block(nn.Module):
         return (x if self.pre_norm else norm(x)), extra
 
 
-def _mha(d_model: int, n_heads: int, normalizer, alpha_init, attn_dropout: float) -> MultiheadAttention:
-    return MultiheadAttention(d_model, n_heads, normalizer=normalizer, alpha_init=alpha_init, dropout=attn_dropout)
+def _mha(
+    d_model: int, n_heads: int, normalizer, alpha_init, attn_dropout: float, alpha_parametrization: str
+) -> Attention:
+    return Attention(
+        d_model,
+        n_heads,
+        normalizer=normalizer,
+        alpha_init=alpha_init,
+        alpha_parametrization=alpha_parametrization,
+        dropout=attn_dropout,
+    )
 
 
 class EncoderLayer(_Block):
     """Self-attention + feed-forward, each in a residual branch."""
 
-    def __init__(self, d_model, n_heads, d_ff, *, normalizer, alpha_init, dropout, attn_dropout, pre_norm, activation):
+    def __init__(
+        self,
+        d_model,
+        n_heads,
+        d_ff,
+        *,
+        normalizer,
+        alpha_init,
+        dropout,
+        attn_dropout,
+        pre_norm,
+        activation,
+        alpha_parametrization="clamp",
+    ):
         super().__init__(pre_norm, dropout)
-        self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout)
+        self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout, alpha_parametrization)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
@@ -134,13 +156,16 @@ class DecoderLayer(_Block):
         pre_norm,
         activation,
         context_normalizer=None,
+        alpha_parametrization="clamp",
     ):
         super().__init__(pre_norm, dropout)
-        self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout)
+        self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout, alpha_parametrization)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = None
         if context_normalizer is not None:
-            self.cross_attn = _mha(d_model, n_heads, context_normalizer, alpha_init, attn_dropout)
+            self.cross_attn = _mha(
+                d_model, n_heads, context_normalizer, alpha_init, attn_dropout, alpha_parametrization
+            )
             self.norm2 = nn.LayerNorm(d_model)
         self.ff = FeedForward(d_model, d_ff, dropout, activation)
         self.norm3 = nn.LayerNorm(d_model)
@@ -358,6 +383,7 @@ class Seq2SeqTransformer(_Base):
         self.config = c = config
         common = dict(
             alpha_init=c.alpha_init,
+            alpha_parametrization=c.alpha_parametrization,
             dropout=c.dropout,
             attn_dropout=c.attn_dropout,
             pre_norm=c.pre_norm,
@@ -487,6 +513,7 @@ class DecoderOnlyTransformer(_Base):
                     c.d_ff,
                     normalizer=c.self_attn,
                     alpha_init=c.alpha_init,
+                    alpha_parametrization=c.alpha_parametrization,
                     dropout=c.dropout,
                     attn_dropout=c.attn_dropout,
                     pre_norm=c.pre_norm,

@@ -7,24 +7,44 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.entmax import _check_alpha_value, entmax, entmax15, sparsemax
+from ..ops.entmax import _check_alpha_tensor, _check_alpha_value, entmax, entmax15, sparsemax
 
 __all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha", "alpha_parameters"]
 
 
 class Entmax(nn.Module):
-    """α-entmax along ``dim`` with a fixed α (see :func:`adasparse.entmax`)."""
+    """α-entmax along ``dim`` (see :func:`adasparse.entmax`), with α as :func:`adasparse.entmax` takes it.
 
-    def __init__(self, alpha: float = 1.5, dim: int = -1):
+    Args:
+        alpha: a number ≥ 1 (stored as a float), or a floating tensor, kept as given: an
+            ``nn.Parameter`` is registered as this module's parameter (learned, its gradient flows),
+            any other tensor (e.g. a per-head ``(H, 1, 1)`` α for ``(B, H, Q, K)`` scores, or the
+            output of :class:`LearnableAlpha`) is used as is. A tensor α must broadcast to the
+            input with size 1 along ``dim``.
+        dim: the dimension that sums to one.
+
+    Raises:
+        TypeError: ``alpha`` is neither a real number nor a floating tensor.
+        ValueError: ``alpha`` < 1 or not finite (a tensor's shape is checked against each input).
+    """
+
+    def __init__(self, alpha: float | Tensor = 1.5, dim: int = -1):
         super().__init__()
-        self.alpha = _check_alpha_value(alpha)
+        if isinstance(alpha, Tensor):
+            _check_alpha_tensor(alpha)
+            self.alpha = alpha  # nn.Module registers an nn.Parameter; a plain tensor stays an attribute
+        else:
+            self.alpha = _check_alpha_value(alpha)
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
         return entmax(x, self.alpha, self.dim)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, dim={self.dim}"
+        a = self.alpha
+        if isinstance(a, Tensor):
+            a = f"{a.item():g}" if a.numel() == 1 and not a.is_meta else f"tensor of shape {tuple(a.shape)}"
+        return f"alpha={a}, dim={self.dim}"
 
 
 class Sparsemax(nn.Module):
@@ -55,17 +75,26 @@ class Entmax15(nn.Module):
         return f"dim={self.dim}"
 
 
-class LearnableAlpha(nn.Module):
-    """A learnable α of a given shape: ``α = clamp(1 + sigmoid(θ), alpha_min, alpha_max)``.
+PARAMETRIZATIONS = ("clamp", "sigmoid")
 
-    This is the parametrisation of Correia, Niculae & Martins (2019): one θ per attention
-    head, per layer, per attention type, trained with the rest of the model.
+
+class LearnableAlpha(nn.Module):
+    """A learnable α of a given shape, one θ per entry (e.g. per attention head).
+
+    Two maps from θ to α:
+
+    * ``"clamp"`` (Correia, Niculae & Martins 2019, and their code): ``α = clamp(1 + sigmoid(θ), alpha_min,
+      alpha_max)``. Below ``alpha_min`` (1.01 by default) the clamp zeroes θ's gradient: a head that reaches
+      the floor can never come back (a dead zone).
+    * ``"sigmoid"``: ``α = alpha_min + (alpha_max − alpha_min) · sigmoid(θ)`` — the same range without a clamp,
+      so θ always gets a gradient (Adam's normalised steps bring a head back from near the floor).
 
     Args:
         shape: shape of α (e.g. ``(H,)`` for one α per head), or an int.
         init: ``"normal"`` (θ ~ N(0, 1), as in the paper) or a number in
-            ``(alpha_min, alpha_max)`` ∩ (1, 2): every θ starts at ``logit(init − 1)``.
-        alpha_min, alpha_max: the clamp range, default [1.01, 2].
+            ``(alpha_min, alpha_max)`` ∩ (1, 2): every θ starts where α equals it.
+        alpha_min, alpha_max: the range, default [1.01, 2].
+        parametrization: ``"clamp"`` (the paper's, default) or ``"sigmoid"`` (no dead zone).
 
     Calling the module returns α (``shape``); ``alpha`` is the same as a property.
     """
@@ -76,6 +105,7 @@ class LearnableAlpha(nn.Module):
         init: str | float = "normal",
         alpha_min: float = 1.01,
         alpha_max: float = 2.0,
+        parametrization: str = "clamp",
     ):
         super().__init__()
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -83,8 +113,11 @@ class LearnableAlpha(nn.Module):
             raise ValueError(f"shape must contain positive ints, got {shape}")
         if not (1.0 <= alpha_min < alpha_max):
             raise ValueError(f"need 1 <= alpha_min < alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
+        if parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, got {parametrization!r}")
         self.alpha_min = float(alpha_min)
         self.alpha_max = float(alpha_max)
+        self.parametrization = parametrization
         self.init = init
         self.theta = nn.Parameter(torch.empty(shape))
         if isinstance(init, str):
@@ -92,21 +125,28 @@ class LearnableAlpha(nn.Module):
                 raise ValueError(f"init must be 'normal' or a number in (1, 2), got {init!r}")
         else:
             a = float(init)
-            if not (1.0 < a < 2.0) or not (alpha_min <= a <= alpha_max):
-                raise ValueError(
-                    f"init={init!r} must lie in (1, 2) and in [alpha_min, alpha_max] = [{alpha_min}, {alpha_max}]"
-                )
+            # the sigmoid map reaches its ends only at θ = ±inf
+            inside = alpha_min < a < alpha_max if parametrization == "sigmoid" else alpha_min <= a <= alpha_max
+            if not (1.0 < a < 2.0) or not inside:
+                ends = "(alpha_min, alpha_max)" if parametrization == "sigmoid" else "[alpha_min, alpha_max]"
+                raise ValueError(f"init={init!r} must lie in (1, 2) and in {ends} = ({alpha_min}, {alpha_max})")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
             if isinstance(self.init, str):
                 self.theta.normal_(0.0, 1.0)
-            else:
-                a = float(self.init)
-                self.theta.fill_(math.log((a - 1.0) / (2.0 - a)))
+                return
+            a = float(self.init)
+            if self.parametrization == "clamp":  # 1 + sigmoid(θ) = a
+                u = a - 1.0
+            else:  # alpha_min + (alpha_max − alpha_min) · sigmoid(θ) = a
+                u = (a - self.alpha_min) / (self.alpha_max - self.alpha_min)
+            self.theta.fill_(math.log(u / (1.0 - u)))
 
     def forward(self) -> Tensor:
+        if self.parametrization == "sigmoid":
+            return self.alpha_min + (self.alpha_max - self.alpha_min) * torch.sigmoid(self.theta)
         return torch.clamp(1.0 + torch.sigmoid(self.theta), self.alpha_min, self.alpha_max)
 
     @property
@@ -114,7 +154,10 @@ class LearnableAlpha(nn.Module):
         return self()
 
     def extra_repr(self) -> str:
-        return f"shape={tuple(self.theta.shape)}, init={self.init!r}, range=[{self.alpha_min}, {self.alpha_max}]"
+        return (
+            f"shape={tuple(self.theta.shape)}, init={self.init!r}, range=[{self.alpha_min}, {self.alpha_max}], "
+            f"parametrization={self.parametrization!r}"
+        )
 
 
 def alpha_parameters(module: nn.Module) -> list[nn.Parameter]:

@@ -6,6 +6,10 @@ with :mod:`ctypes`.  OpenMP runs over rows in the process's OpenMP runtime (the 
 ``torch.get_num_threads()`` threads.  When no compiler is found or the build fails, :func:`available`
 returns False, one warning is issued, and callers use the PyTorch reference path instead.
 
+The callers in :mod:`adasparse.ops` hand the forward rows with α > 2 in float64 (float32 cannot resolve
+the weights near the threshold there) and compute their backward with the PyTorch formulas, whose ∂ℓ/∂z
+avoids the cancellation of the kernel's direct form at α > 2; the kernel code is the same for every α.
+
 Environment:
     ``ADASPARSE_CPU_KERNEL=0`` disables the kernels (the PyTorch path is used everywhere).
     ``ADASPARSE_CACHE_DIR`` overrides the build cache (default ``$XDG_CACHE_HOME/adasparse`` or

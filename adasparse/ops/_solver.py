@@ -13,8 +13,11 @@ f(τ) = Σ [x_i − τ]₊^d − 1 = 0 with d = 1/(α−1).  The root lies in [�
   the left end τ = −1 climbs monotonically to the root without overshooting.  For α = 2
   (sparsemax) f is piecewise linear and Newton stops *exactly* once the support is found;
   for α = 1.5 it is piecewise quadratic and we finish with the closed form on the support.
-* For α > 2, f is concave and Newton may overshoot; those calls use bisection (documented
-  as the slower, less stable regime).
+* For α > 2, f is concave between the kinks, with an infinite slope at each of them, and Newton
+  may overshoot; those calls use bisection, always in float64: p = r^{1/(α−1)} has an infinite
+  slope at r = 0, so the float32 rounding of r = x − τ (≈ 1e-6 for |x| ≈ 10) would move the
+  entries near the threshold by up to 0.1 at α = 10.  60 halvings of the bracket (width < 1)
+  reach float64's resolution, so α > 2 is as accurate as α ≤ 2, at a higher cost.
 
 On CPU the work is done by the fused kernel of :mod:`adasparse.ops._cpu` (one pass per row
 while it sits in L1, Newton on the ℓ_d-norm form of the threshold equation); the PyTorch code
@@ -46,6 +49,19 @@ _MAX_NEWTON = 100  # Newton from the left converges in far fewer; this is a safe
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _solve_dtype(dtype: torch.dtype, alpha: Tensor | None, alpha_value: float) -> torch.dtype:
+    """The forward's compute dtype: :func:`_compute_dtype`, or float64 when some α > 2 (see the module doc)."""
+    if dtype == torch.float64:
+        return dtype
+    big = alpha_value > 2.0 if alpha is None else bool((alpha > 2.0).any())
+    return torch.float64 if big else torch.float32
+
+
+def _softmax_rows(z: Tensor, dead: Tensor) -> Tensor:
+    """Softmax over the last dim with zeros for the fully masked rows ``dead`` (rows, 1)."""
+    return torch.softmax(z, -1).masked_fill_(dead, 0.0)
 
 
 def _normalise(p: Tensor) -> Tensor:
@@ -181,12 +197,13 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
     ``alpha`` is None (use the Python float ``alpha_value``) or a (rows, 1) tensor.
     Returns probabilities in the compute dtype.
     """
-    cd = _compute_dtype(z.dtype)
+    cd = _solve_dtype(z.dtype, alpha, alpha_value)
     z = z.to(cd)
-    if alpha is None and alpha_value == 1.0:
-        return torch.softmax(z, -1)
     m = z.amax(-1, keepdim=True)
-    m = torch.where(m == -math.inf, torch.zeros_like(m), m)  # fully masked rows
+    dead = m == -math.inf  # fully masked rows
+    if alpha is None and alpha_value == 1.0:
+        return _softmax_rows(z, dead)
+    m = torch.where(dead, torch.zeros_like(m), m)
     tol = _tolerance(cd)
     if alpha is None:
         am1 = alpha_value - 1.0
@@ -194,7 +211,7 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
         d = 1.0 / am1
         if alpha_value > 2.0:
             n = torch.isfinite(z).sum(-1, keepdim=True).clamp_min(1).to(cd)
-            tau = _bisect(x, d, n, 60 if cd == torch.float64 else 40)
+            tau = _bisect(x, d, n, 60)
         else:
             tau = _newton(x, d, tol, count_mask=False)
             if d == 2.0:
@@ -219,7 +236,7 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
     d = 1.0 / am1
     if bool((a > 2.0).any()):
         n = torch.isfinite(z).sum(-1, keepdim=True).clamp_min(1).to(cd)
-        tau = _bisect(x, d, n, 60 if cd == torch.float64 else 40)
+        tau = _bisect(x, d, n, 60)
     else:
         tau = _newton(x, d, tol, count_mask=bool((a == 2.0).any()))
     if cd == torch.float32 and bool((am1 < _FLOAT_SMALL_AM1).any()):
@@ -227,14 +244,14 @@ def solve_entmax_2d(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tens
     else:
         p = _normalise((x - tau).clamp_min_(0).pow_(d))
     if any_one:
-        p = torch.where(is_one, torch.softmax(z, -1), p)
+        p = torch.where(is_one, _softmax_rows(z, dead), p)
     return p
 
 
 def _forward_rows(z2: Tensor, a2: Tensor | None, alpha_value: float) -> Tensor:
     """(rows, n) scores → probabilities in the compute dtype: fused CPU kernel, else the reference."""
     if _cpu.usable(z2):
-        cd = _compute_dtype(z2.dtype)
+        cd = _solve_dtype(z2.dtype, a2, alpha_value)
         a = None if a2 is None else a2.to(cd).reshape(-1).contiguous()
         return _cpu.forward(z2.to(cd).contiguous(), a, alpha_value)
     return solve_entmax_2d(z2, a2, alpha_value)
@@ -260,7 +277,8 @@ def solve_entmax(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:
 
 
 def plain_eager(*tensors: Tensor | None) -> bool:
-    """True when nothing traces or transforms these tensors (no compile, vmap/grad, fake or dispatch mode).
+    """True when nothing traces or transforms these tensors (no compile, vmap/grad, fake or dispatch mode,
+    no meta tensor): they hold real data.
 
     Then the custom-op dispatch (about 20 µs a call) can be skipped and the implementation called directly.
     """
@@ -268,7 +286,7 @@ def plain_eager(*tensors: Tensor | None) -> bool:
         return False
     if _get_current_dispatch_mode() is not None:
         return False
-    return all(t is None or type(t) is Tensor for t in tensors)
+    return all(t is None or (type(t) is Tensor and not t.is_meta) for t in tensors)
 
 
 def entmax_forward(z: Tensor, alpha: Tensor | None, alpha_value: float) -> Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "TrainConfig",
+    "RECIPES",
     "load_train_config",
     "parse_overrides",
     "resume_differences",
@@ -29,6 +30,42 @@ _DEVICES = ("auto", "cpu", "cuda")
 _AMP = ("auto", "none", "bf16", "fp16")
 _TOKENIZERS = ("bpe", "unigram", "char", "whitespace")
 _METRICS = ("bleu", "chrf", "loss", "wer", "per")
+_SCHEDULES = ("inverse_sqrt", "noam")
+
+#: Named sets of training options. A recipe supplies defaults: options given in the config file or with
+#: ``--set`` win over it. ``"paper"`` is the set-up of Correia, Niculae & Martins (2019) as their OpenNMT-py
+#: code ran it: one Adam for all parameters with β = (0.9, 0.998), the noam schedule with factor 2
+#: (``lr`` is noam's factor) and 8,000 warmup updates, 8,192-token batches, dropout 0.1, label smoothing 0.1,
+#: no gradient clipping, no weight decay (on θ neither), θ ~ N(0, 1) with α = clamp(1 + sigmoid θ, 1.01, 2).
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "schedule": "noam",
+        "lr": 2.0,
+        "warmup_steps": 8000,
+        "betas": [0.9, 0.998],
+        "adam_eps": 1e-9,
+        "weight_decay": 0.0,
+        "alpha_lr_scale": 1.0,
+        "batch_tokens": 8192,
+        "label_smoothing": 0.1,
+        "clip_norm": 0.0,
+        "model": {"dropout": 0.1, "attn_dropout": 0.1, "alpha_init": "normal", "alpha_parametrization": "clamp"},
+    },
+}
+
+
+def _under_recipe(d: dict[str, Any], source: str) -> dict[str, Any]:
+    """``d`` on top of the options of the recipe it names (if any); ``model`` mappings are merged."""
+    name = d.get("recipe")
+    if name is None:
+        return d
+    if name not in RECIPES:
+        raise ValueError(f"{source}: recipe={name!r} is unknown; known recipes: {sorted(RECIPES)}")
+    out = {**RECIPES[name], **d}
+    out["model"] = {**RECIPES[name].get("model", {}), **(d.get("model") or {})}
+    return out
+
+
 # the command-line flag of an option, where `adasparse train` has one (else --set key=value)
 _FLAGS = {
     "data_dir": "--data",
@@ -41,6 +78,7 @@ _FLAGS = {
     "preset": "--preset",
     "attention": "--attention",
     "seed": "--seed",
+    "recipe": "--recipe",
 }
 # options a resumed run may change (``--resume --set key=value``); every other one is the run's own, from its
 # checkpoint. The data locations may move: a resumed run checks the data by content (a fingerprint of the pairs).
@@ -70,8 +108,10 @@ class TrainConfig:
     single process with ``data_world_size=W`` and ``accum_steps=W`` sees, step by step, the same global
     batches as ``W`` processes with ``accum_steps=1``.
 
-    Optimisation (the paper's OpenNMT-py set-up): AdamW with β = (0.9, 0.98), inverse-square-root
-    schedule with linear ``warmup_steps``, label smoothing, gradient clipping, accumulation.
+    Optimisation: AdamW with ``betas``, the learning-rate ``schedule`` — ``"inverse_sqrt"`` (peak ``lr`` after
+    linear ``warmup_steps``, then ∝ 1/√step) or ``"noam"`` (OpenNMT-py's: ``lr`` is the noam factor, the rate
+    is ``lr · d_model^{-1/2} · min(step^{-1/2}, step · warmup^{-3/2})``) —, label smoothing, gradient
+    clipping, accumulation. ``recipe="paper"`` sets the paper's options (see :data:`RECIPES`).
     ``alpha_lr_scale`` multiplies the learning rate of the learned-α parameters θ (α = 1 + sigmoid(θ)):
     Adam moves each θ by at most about ``lr`` per update, so with the paper's 1× α can travel only
     ≈ ¼ · Σ lr over a run (≈ 0.24 in 1,500 updates at lr 1e-3); a larger scale lets short runs find their α.
@@ -106,6 +146,8 @@ class TrainConfig:
     attention: str | float = "learned"
     model: dict[str, Any] = field(default_factory=dict)
     # optimisation
+    recipe: str | None = None
+    schedule: str = "inverse_sqrt"
     lr: float = 7e-4
     alpha_lr_scale: float = 1.0
     warmup_steps: int | None = None
@@ -143,6 +185,10 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {_AMP}, got {self.amp!r}")
         if self.metric not in _METRICS:
             raise ValueError(f"metric must be one of {_METRICS}, got {self.metric!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"recipe={self.recipe!r} is unknown; known recipes: {sorted(RECIPES)}")
         if self.preset not in ("tiny", "small", "base"):
             raise ValueError(f"preset must be 'tiny', 'small' or 'base', got {self.preset!r}")
         for name in ("batch_tokens", "max_steps", "accum_steps", "valid_every", "keep_last"):
@@ -245,15 +291,21 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"{source}: unknown training options {unknown}; allowed: {sorted(names)}")
+        d = _under_recipe(d, source)
         try:
             return cls(**d)
         except ValueError as e:  # a bad value: say which file it came from
             raise ValueError(f"{source}: {e}") from None
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
-        """A copy with ``overrides`` applied; keys ``model.<field>`` go into :attr:`model`."""
+        """A copy with ``overrides`` applied; keys ``model.<field>`` go into :attr:`model`. An override
+        ``recipe=NAME`` applies that recipe's options first (the other overrides win over it)."""
         top = {k: v for k, v in overrides.items() if not k.startswith("model.")}
         model = dict(self.model)
+        if top.get("recipe") is not None:
+            recipe = _under_recipe({"recipe": top["recipe"]}, "--set recipe")
+            model.update(recipe.pop("model"))
+            top = {**recipe, **top}
         if "model" in top:  # model={d_model: 64, ...} adds to the model overrides
             given = top.pop("model")
             if not isinstance(given, dict):
@@ -370,6 +422,9 @@ def load_train_config(
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: expected a mapping of options at the top level, got {type(loaded).__name__}")
         data.update(loaded)
+    overrides = dict(overrides or {})
+    if overrides.get("recipe") is not None:  # the recipe goes beneath the file's options, not over them
+        data = {**data, "recipe": overrides.pop("recipe")}
     source = str(path) if path else ("the run's saved options" if base else "defaults")
     cfg = TrainConfig.from_dict(data, source=source)
-    return cfg.with_overrides(overrides or {})
+    return cfg.with_overrides(overrides)

@@ -290,7 +290,7 @@ def _alpha_record(model) -> dict[str, list[list[float]]]:
 
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: weight matrices (decayed); biases, norms and learned-α θ (not decayed); with
-    ``alpha_lr_scale != 1`` the θ get a group of their own at ``lr · alpha_lr_scale``."""
+    ``alpha_lr_scale != 1`` the θ get a group of their own at ``alpha_lr_scale`` times the others' rate."""
     theta = alpha_parameters(model)
     ids = {id(p) for p in theta}
     split = cfg.alpha_lr_scale != 1.0 and theta
@@ -301,8 +301,17 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, An
         (no_decay if p.dim() < 2 or id(p) in ids else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if split:
-        groups.append({"params": theta, "weight_decay": 0.0, "lr": cfg.lr * cfg.alpha_lr_scale})
+        groups.append({"params": theta, "weight_decay": 0.0, "lr": _base_lr(cfg) * cfg.alpha_lr_scale})
     return groups
+
+
+def _base_lr(cfg: TrainConfig) -> float:
+    """The optimizer's lr that the schedule multiplies: ``lr`` itself, or 1 for noam (whose factor is ``lr``)."""
+    return 1.0 if cfg.schedule == "noam" else cfg.lr
+
+
+def _schedule(cfg: TrainConfig, d_model: int) -> InverseSqrtSchedule:
+    return InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1), kind=cfg.schedule, d_model=d_model, noam_factor=cfg.lr)
 
 
 def _expected_stop(step: int, max_steps: int, session_steps: int, session_elapsed: float, budget: float | None) -> int:
@@ -441,8 +450,10 @@ class _Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps)
-        self.scheduler = build_scheduler(self.optimizer, InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1)))
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, cfg), lr=_base_lr(cfg), betas=cfg.betas, eps=cfg.adam_eps
+        )
+        self.scheduler = build_scheduler(self.optimizer, _schedule(cfg, self.model_config.d_model))
         self.session_elapsed = 0.0  # training time of this session: what max_minutes bounds
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.step = 0

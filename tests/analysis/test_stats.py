@@ -359,3 +359,17 @@ def test_read_alpha_log(tmp_path):
     log.write_text(json.dumps({"step": 1}) + "\n")
     with pytest.raises(ValueError, match="no line"):
         read_alpha_log(log)
+
+
+def test_alpha_turnarounds_find_heads_that_change_direction():
+    from adasparse.analysis.stats import AlphaTrajectory
+
+    steps = np.arange(0, 1100, 100)
+    down_up = np.r_[np.linspace(1.6, 1.3, 6), np.linspace(1.3, 1.9, 6)[1:]]  # falls to 1.3 at step 500, climbs
+    monotone = np.linspace(1.5, 1.1, 11)
+    wiggle = 1.5 + 0.02 * np.sin(np.arange(11))  # moves less than min_move
+    a = np.stack([down_up, monotone, wiggle], axis=-1)[:, None, :]  # (N, 1 layer, 3 heads)
+    turns = AlphaTrajectory(steps, {"enc_self": a}).turnarounds(min_move=0.05)
+    assert [(t["head"], t["step"]) for t in turns] == [(0, 500)]
+    assert turns[0]["start"] == pytest.approx(1.6) and turns[0]["turn"] == pytest.approx(1.3)
+    assert turns[0]["end"] == pytest.approx(1.9)

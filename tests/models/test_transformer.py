@@ -24,7 +24,7 @@ from adasparse.models import (
     tiny_lm,
 )
 from adasparse.models.transformer import DecoderLayer, EncoderLayer
-from adasparse.nn.multihead import MultiheadAttention
+from adasparse.nn.multihead import Attention
 
 NORMALIZERS = ["softmax", "sparsemax", "entmax15", 1.3, "learned"]
 PAD, BOS, EOS = 0, 1, 2
@@ -295,14 +295,14 @@ def test_learned_alpha_heads_move_apart_and_stay_in_range():
 
 
 class _Reverser(nn.Module):
-    """One MultiheadAttention: position queries attend over (token + position) keys; the answer is a lookup."""
+    """One attention module: position queries attend over (token + position) keys; the answer is a lookup."""
 
     def __init__(self, normalizer, vocab=10, n=6, d=32, heads=2):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos_in = nn.Parameter(torch.randn(n, d))
         self.pos_out = nn.Parameter(torch.randn(n, d))
-        self.attn = MultiheadAttention(d, heads, normalizer=normalizer)
+        self.attn = Attention(d, heads, normalizer=normalizer)
         self.out = nn.Linear(d, vocab)
 
     def forward(self, x):

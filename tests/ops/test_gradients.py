@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from torch.autograd import gradcheck
+from torch.autograd import gradcheck, gradgradcheck
 
 from adasparse import entmax, entmax15, sparsemax
 
@@ -14,7 +14,7 @@ def _z(*shape, seed=0):
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("alpha", [1.01, 1.05, 1.3, 1.5, 1.8, 1.99, 2.0, 2.5])
+@pytest.mark.parametrize("alpha", [1.01, 1.05, 1.3, 1.5, 1.8, 1.99, 2.0, 2.5, 3.0, 5.0])
 def test_gradcheck_scalar_alpha_in_x(alpha):
     z = _z(3, 9).requires_grad_()
     assert gradcheck(lambda t: entmax(t, alpha), (z,))
@@ -162,3 +162,143 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(out, f(z, a))
     torch.testing.assert_close(gz, z.grad)
     torch.testing.assert_close(ga, a.grad)
+
+
+# ---------------------------------------------------------------- second derivatives (double backward)
+
+
+def _sparse_scores(seed=20):
+    """(4, 8) float64 scores with masked entries and one fully masked row; every mapping here has zeros."""
+    z = _z(4, 8, seed=seed) * 2
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[1] = False
+    mask[2, ::3] = False
+    return z, mask
+
+
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("sparsemax", sparsemax),
+        ("entmax15", entmax15),
+        ("alpha=1", lambda t: entmax(t, 1.0)),
+        ("alpha=1.3", lambda t: entmax(t, 1.3)),
+        ("alpha=1.8", lambda t: entmax(t, 1.8)),
+        ("alpha=2.5", lambda t: entmax(t, 2.5)),
+    ],
+)
+def test_gradgradcheck_fixed_alpha(name, fn):
+    z, mask = _sparse_scores()
+
+    def f(t):
+        return fn(t.masked_fill(~mask, -math.inf))
+
+    p = f(z)
+    if name != "alpha=1":
+        assert (p[mask] == 0).any()  # zeros in the output: where p^(2−α) used to give NaN
+    zz = z.clone().requires_grad_()
+    assert gradgradcheck(f, (zz,))
+    # the second derivative is finite and zero on masked entries
+    (gz,) = torch.autograd.grad((f(zz) ** 2).sum(), zz, create_graph=True)
+    (hz,) = torch.autograd.grad((gz * _z(4, 8, seed=21)).sum(), zz)
+    assert torch.isfinite(hz).all() and (hz[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("a0", [1.05, 1.3, 1.5, 1.8, 2.0, 2.5])
+def test_gradgradcheck_tensor_alpha(a0):
+    """Both inputs, α included: the regrouped α-gradient (α − 1 < 1/8), the general one, α = 2, α > 2."""
+    z, mask = _sparse_scores(seed=22)
+    zz = z.clone().requires_grad_()
+    a = (a0 + torch.tensor([[0.0], [0.01], [0.02], [0.03]], dtype=torch.float64)).requires_grad_()
+
+    def f(t, b):
+        return entmax(t.masked_fill(~mask, -math.inf), b)
+
+    assert (f(z, a)[mask] == 0).any() or a0 < 1.1
+    assert gradgradcheck(f, (zz, a))
+    s = torch.tensor(a0 + 0.01, dtype=torch.float64, requires_grad=True)  # one α for every row
+    assert gradgradcheck(f, (zz, s))
+
+
+# ---------------------------------------------------------------- forward mode (jvp, jacfwd, hessian)
+
+
+def _central(f, args, tangents, eps=1e-6):
+    plus = f(*[a + eps * t for a, t in zip(args, tangents)])
+    minus = f(*[a - eps * t for a, t in zip(args, tangents)])
+    return (plus - minus) / (2 * eps)
+
+
+@pytest.mark.parametrize(
+    "fn", [sparsemax, entmax15, lambda t: entmax(t, 1.0), lambda t: entmax(t, 1.3), lambda t: entmax(t, 3.0)]
+)
+def test_jvp_jacfwd_hessian_fixed_alpha(fn):
+    z, mask = _sparse_scores(seed=23)
+
+    def f(t):
+        return fn(t.masked_fill(~mask, -math.inf))
+
+    v = _z(4, 8, seed=24)
+    p, jv = torch.func.jvp(f, (z,), (v,))
+    torch.testing.assert_close(p, f(z))
+    torch.testing.assert_close(jv, _central(f, (z,), (v,)), atol=1e-7, rtol=1e-6)
+    # the formula: s ⊙ v − s (sᵀv)/Σs with s = p^(2−α) on the support, checked through autograd.forward_ad
+    with torch.autograd.forward_ad.dual_level():
+        out = f(torch.autograd.forward_ad.make_dual(z, v))
+        torch.testing.assert_close(torch.autograd.forward_ad.unpack_dual(out).tangent, jv, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.func.jacfwd(f)(z), torch.func.jacrev(f)(z), atol=1e-12, rtol=0)
+    w = _z(4, 8, seed=25)
+
+    def loss(t):
+        return (f(t) ** 2 * w).sum()
+
+    h = torch.func.hessian(loss)(z)  # forward-over-reverse
+    torch.testing.assert_close(h, torch.func.jacrev(torch.func.jacrev(loss))(z), atol=1e-10, rtol=0)
+    hv = torch.einsum("ijkl,kl->ij", h, v)
+    torch.testing.assert_close(hv, _central(torch.func.grad(loss), (z,), (v,)), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("a0", [1.05, 1.3, 1.7, 2.0, 2.5])
+def test_jvp_in_alpha_and_hessian_against_finite_differences(a0):
+    z, mask = _sparse_scores(seed=26)
+    a = a0 + torch.tensor([[0.0], [0.02], [0.04], [0.06]], dtype=torch.float64)
+
+    def f(t, b):
+        return entmax(t.masked_fill(~mask, -math.inf), b)
+
+    v, va = _z(4, 8, seed=27), _z(4, 1, seed=28)
+    _, jv = torch.func.jvp(f, (z, a), (v, va))
+    torch.testing.assert_close(jv, _central(f, (z, a), (v, va)), atol=1e-7, rtol=1e-6)
+    _, ja = torch.func.jvp(lambda b: f(z, b), (a,), (va,))  # α alone: the guide's ∂p/∂α
+    torch.testing.assert_close(ja, _central(lambda b: f(z, b), (a,), (va,)), atol=1e-7, rtol=1e-6)
+    for argnums in (0, 1):
+        torch.testing.assert_close(
+            torch.func.jacfwd(f, argnums)(z, a), torch.func.jacrev(f, argnums)(z, a), atol=1e-10, rtol=0
+        )
+    w = _z(4, 8, seed=29)
+
+    def loss(t, b):
+        return (f(t, b) ** 3 * w).sum()
+
+    hs = torch.func.hessian(loss, argnums=(0, 1))(z, a)
+    ref = torch.func.jacrev(torch.func.jacrev(loss, argnums=(0, 1)), argnums=(0, 1))(z, a)
+    for hr, rr in zip(hs, ref):
+        for h, r in zip(hr, rr):
+            torch.testing.assert_close(h, r, atol=1e-9, rtol=1e-9)
+    # ∂²ℓ/∂α² against central differences of the α-gradient
+    haa = torch.einsum("ijkl,kl->ij", hs[1][1], va)
+    g = torch.func.grad(loss, argnums=1)
+    torch.testing.assert_close(haa, _central(lambda b: g(z, b), (a,), (va,)), atol=1e-5, rtol=1e-5)
+
+
+def test_jvp_in_alpha_at_one_is_the_limit():
+    """At α = 1 exactly ∂p/∂α is (−p log² p + p Σ p log² p)/2: one-sided differences (α < 1 is not allowed)."""
+    z = _z(3, 7, seed=30)
+    one = torch.ones(3, 1, dtype=torch.float64)
+    _, ja = torch.func.jvp(lambda b: entmax(z, b), (one,), (torch.ones_like(one),))
+    h = 1e-4
+    fd = (-3 * entmax(z, one) + 4 * entmax(z, one + h) - entmax(z, one + 2 * h)) / (2 * h)  # O(h²)
+    torch.testing.assert_close(ja, fd, atol=1e-6, rtol=1e-5)
+    p = torch.softmax(z, -1)
+    lp2 = p * p.log() ** 2
+    torch.testing.assert_close(ja, 0.5 * (p * lp2.sum(-1, keepdim=True) - lp2), atol=1e-12, rtol=0)
