@@ -70,6 +70,8 @@ def _train(args: argparse.Namespace) -> int:
     # except the options a resumed run may change (RESUMABLE_OPTIONS), checked by the trainer
     base = saved_train_options(args.out) if args.resume else None
     cfg = load_train_config(args.config, overrides, base=base)
+    if args.resume and base is None and cfg.data_dir is None and cfg.train_src is None:
+        return _fail(f"--resume: {args.out} holds no checkpoint to resume, and no --data or --src/--tgt was given")
     try:
         result = train(cfg, args.out, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     except KeyboardInterrupt:  # checkpoints are written atomically: the last complete one is intact

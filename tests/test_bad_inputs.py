@@ -290,6 +290,10 @@ def _resume_with_a_recipe(e: Env) -> list[str]:
     return e.resume_args("--recipe", "paper", "--set", "max_steps=6")
 
 
+def _resume_nothing(e: Env) -> list[str]:
+    return ["train", "--out", str(e.tmp / "typo"), "--resume"]
+
+
 def _analyze_map_layers(e: Env) -> list[str]:
     src, tgt = str(e.data / "valid.in"), str(e.data / "valid.out")
     return ["analyze", str(e.run), "--data", src, tgt, "--map-layers", "5", "--out", str(e.tmp / "report")]
@@ -339,6 +343,8 @@ CASES = [
     Case("train: --resume with another --preset", _resume_other_preset, 2,
          ("cannot resume", "preset (--preset): 'tiny' → 'small'", "only max_steps")),
     Case("train: --resume --set lr=…", _resume_other_lr, 2, ("cannot resume", "lr: 0.003 → 0.1")),
+    Case("train: --resume on a folder without checkpoints", _resume_nothing, 2,
+         ("--resume:", "typo holds no checkpoint to resume",)),
     Case("train: --resume --recipe paper on a run without it", _resume_with_a_recipe, 2,
          ("cannot resume", "recipe (--recipe): None → 'paper'")),
     Case("analyze: --map-layers 5 on a 2-layer model", _analyze_map_layers, 2,
