@@ -163,13 +163,21 @@ def _write_output(path: str | None, lines: list[str]) -> None:
     if path in (None, "-"):
         sys.stdout.write(text)
         return
+    from pathlib import Path
+
     from .train.checkpoint import atomic_write_text
 
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--output {path}: the folder {folder} does not exist")
     atomic_write_text(path, text)
 
 
 def _search_config(args: argparse.Namespace):
     from .decode.search import SearchConfig
+
+    if args.batch_tokens < 1:
+        raise ValueError(f"--batch-tokens must be >= 1, got {args.batch_tokens}")
 
     return SearchConfig(
         beam_size=args.beam,

@@ -294,6 +294,18 @@ def _resume_nothing(e: Env) -> list[str]:
     return ["train", "--out", str(e.tmp / "typo"), "--resume"]
 
 
+def _output_folder_missing(e: Env) -> list[str]:
+    return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
+
+
+def _batch_tokens_zero(e: Env) -> list[str]:
+    return e.translate("--input", e.src_file(), "--batch-tokens", "0")
+
+
+def _batch_tokens_too_small(e: Env) -> list[str]:
+    return [*e.train_args(), "--out", str(e.tmp / "new"), "--set", "batch_tokens=3"]
+
+
 def _analyze_map_layers(e: Env) -> list[str]:
     src, tgt = str(e.data / "valid.in"), str(e.data / "valid.out")
     return ["analyze", str(e.run), "--data", src, tgt, "--map-layers", "5", "--out", str(e.tmp / "report")]
@@ -347,6 +359,11 @@ CASES = [
          ("--resume:", "typo holds no checkpoint to resume",)),
     Case("train: --resume --recipe paper on a run without it", _resume_with_a_recipe, 2,
          ("cannot resume", "recipe (--recipe): None → 'paper'")),
+    Case("translate: --output into a missing folder", _output_folder_missing, 2,
+         ("--output", "the folder", "missing does not exist")),
+    Case("translate: --batch-tokens 0", _batch_tokens_zero, 2, ("--batch-tokens must be >= 1, got 0",)),
+    Case("train: batch_tokens smaller than a sentence", _batch_tokens_too_small, 2,
+         ("batch_tokens=3:", "longer than max_tokens=3")),
     Case("analyze: --map-layers 5 on a 2-layer model", _analyze_map_layers, 2,
          ("--map-layers 5:", "has 2 enc_self, 2 dec_self, 2 context layers (layer indices 0–1)")),
 ]  # fmt: skip

@@ -403,7 +403,9 @@ def load_train_config(
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist")
+            raise FileNotFoundError(
+                f"training config {p} " + ("is a folder, not a file" if p.is_dir() else "does not exist")
+            )
         text = p.read_text(encoding="utf-8")
         if p.suffix == ".json":
             try:

@@ -434,10 +434,13 @@ class _Trainer:
         dws = cfg.data_world_size or self.dist.world_size
         if self.dist.enabled and dws != self.dist.world_size:
             raise ValueError(f"data_world_size={dws} must equal the number of processes ({self.dist.world_size})")
-        self.batcher = TokenBatcher(
-            src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
-            world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
-        )  # fmt: skip
+        try:
+            self.batcher = TokenBatcher(
+                src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
+                world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
+            )  # fmt: skip
+        except ValueError as e:  # say which option: the batcher calls it max_tokens
+            raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
         self.valid = valid_corpus
         if valid_corpus is not None:
             vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, max_len)
