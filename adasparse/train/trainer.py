@@ -789,6 +789,7 @@ class _Trainer:
             if budget is not None and self.dist.enabled:
                 out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
             if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
+                self._log_window()  # the training record of a step before its validation (a no-op if just logged)
                 if self._validate_and_save():
                     stopped = "patience"
                     break

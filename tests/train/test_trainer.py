@@ -339,8 +339,9 @@ def test_defaults_scale_to_the_data_and_the_last_step_is_logged(tmp_path, capsys
     assert saved["model"]["src_vocab_size"] <= auto  # SentencePiece's soft limit: no more pieces than asked
     # a run whose length is not a multiple of log_every still logs its last update
     train(_toy_config(data, max_steps=7, log_every=5), tmp_path / "run2", quiet=True)
-    steps = [r["step"] for r in read_log(tmp_path / "run2" / "log.jsonl") if r["kind"] == "train"]
-    assert steps == [5, 7]
+    log = [(r["kind"], r["step"]) for r in read_log(tmp_path / "run2" / "log.jsonl") if r["kind"] != "init"]
+    # log_every=5, valid_every=4: a validation's step has its training record first (4), the last update too (7)
+    assert log == [("train", 4), ("valid", 4), ("train", 5), ("train", 7), ("valid", 7)]
     from adasparse.train.config import TrainConfig as TC
 
     assert (TC().vocab_size, TC().warmup_steps, TC().log_every) == (None, None, None)
