@@ -65,3 +65,32 @@ def test_train_interrupted_says_how_to_resume(tmp_path, capsys, monkeypatch):
     assert rc == 130
     err = capsys.readouterr().err
     assert "interrupted; no checkpoint was written yet" in err and "--resume" in err
+
+
+def _options(parser, path=()):
+    """(command path, action) of every option of ``parser`` and its sub-commands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif action.option_strings and not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+def test_every_option_has_help_with_its_default():
+    from adasparse.cli import build_parser
+
+    found = list(_options(build_parser()))
+    assert {p[0] for p, _ in found if p} >= {"train", "translate", "evaluate", "demo", "analyze"}
+    for path, action in found:
+        name = f"adasparse {' '.join(path)} {action.option_strings[-1]}"
+        assert action.help and action.help.strip(), f"{name} has no help text"
+        if action.default not in (None, False):
+            parser = build_parser()._subparsers._group_actions[0].choices[path[0]] if path else build_parser()
+            text = " ".join(parser.format_help().split())  # unwrapped
+            assert f"(default: {action.default})" in text or "default:" in action.help, f"{name}: default not shown"
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for shown in ("model size (default: small)", "(default: learned)", "(default: 1)"):
+        assert shown in " ".join(train_help.split()), shown

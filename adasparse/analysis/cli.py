@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._argparse import HelpFormatter
 from .stats import AttentionBatch, analyze_attention
 
 __all__ = [
@@ -41,12 +42,16 @@ class AnalysisSource:
             tokens and word indices filled in from the checkpoint's tokenizer.
         alpha: attention type → ``(layers, heads)`` α per head (a float for a fixed α, ``None`` if unknown).
         alpha_log: the JSON Lines training log with α trajectories, if the checkpoint has one.
+        path: the checkpoint folder (names the model when several are compared).
+        layers: attention type → number of layers (checks ``--map-layers``).
     """
 
     name: str
     batches: Iterable[AttentionBatch]
     alpha: Mapping[str, Any] | None = None
     alpha_log: Path | None = None
+    path: Path | None = None
+    layers: Mapping[str, int] | None = None
 
 
 def load_checkpoint_for_analysis(
@@ -90,7 +95,16 @@ def load_checkpoint_for_analysis(
                 tgt_word_ids=[toks.tgt.word_ids(tgt_lines[i], add_bos=True, add_eos=False) for i in lines],
             )
 
-    return AnalysisSource(name=name, batches=batches(), alpha=alpha, alpha_log=log if log.is_file() else None)
+    cfg = model.config
+    layers = {"enc_self": cfg.enc_layers, "dec_self": cfg.dec_layers, "context": cfg.dec_layers}
+    return AnalysisSource(
+        name=name,
+        batches=batches(),
+        alpha=alpha,
+        alpha_log=log if log.is_file() else None,
+        path=ckpt.path,
+        layers={t: n for t, n in layers.items() if t in norms},
+    )
 
 
 def _fixed_alpha(normalizer: str | float) -> float:
@@ -133,8 +147,14 @@ def _non_negative(s: str) -> int:
 
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="one or several checkpoints to compare")
-    p.add_argument("--data", nargs=2, required=True, metavar=("SRC", "TGT"), help="parallel text, one sentence a line")
+    p.add_argument(
+        "checkpoints", nargs="+", metavar="CHECKPOINT",
+        help="one or several checkpoints to compare: a checkpoint folder, or a run folder (its best checkpoint)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", nargs=2, required=True, metavar=("SRC", "TGT"),
+        help="parallel text, one sentence a line (plain or .gz), run teacher-forced through each model",
+    )  # fmt: skip
     p.add_argument("--max-sentences", type=_positive, default=500, metavar="N", help="use the first N pairs")
     p.add_argument(
         "--sentence",
@@ -144,11 +164,15 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="I",
         help=f"indices of the sentences drawn as attention maps (default: {', '.join(map(str, DEFAULT_MAP_SENTENCES))})",
     )
-    p.add_argument("--map-layers", type=_non_negative, nargs="+", default=None, metavar="L", help="layers to draw")
+    p.add_argument(
+        "--map-layers", type=_non_negative, nargs="+", default=None, metavar="L",
+        help="layers drawn in the attention maps, from 0 (default: all layers)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=_positive, default=32, help="sentences per teacher-forced batch")
     p.add_argument(
         "--names", nargs="+", default=None, metavar="NAME",
-        help="one name per checkpoint for the report (default: from each model's attention, e.g. 'learned α')",
+        help="one name per checkpoint for the report (default: several checkpoints are named by their run "
+        "folders, one by its attention, e.g. 'learned α')",
     )  # fmt: skip
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (report.html, metrics.json)")
     p.set_defaults(func=run_analyze)
@@ -157,7 +181,10 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_analyze_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``analyze`` sub-command to the subparsers of the top-level ``adasparse`` parser."""
-    p = subparsers.add_parser("analyze", help="attention statistics, figures and an HTML report for checkpoints")
+    p = subparsers.add_parser(
+        "analyze", help="attention statistics, figures and an HTML report for checkpoints",
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     return _configure(p)
 
 
@@ -167,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         argparse.ArgumentParser(
             prog="adasparse analyze",
             description="Attention statistics, figures and a self-contained HTML report for one or several checkpoints.",
+            formatter_class=HelpFormatter,
         )
     )
 
@@ -183,28 +211,58 @@ def analyze_checkpoints(
     names: Sequence[str] | None = None,
 ):
     """Analyse one or several checkpoints on the same pairs and write one report; returns the report object
-    (``.html_path``, ``.summary``). ``names`` (one per checkpoint) replace the names derived from each
-    model's attention."""
+    (``.html_path``, ``.summary``). ``names`` (one per checkpoint) replace the default names (see
+    :func:`_run_names`). Out-of-range ``sentences`` or ``map_layers`` raise ``ValueError``."""
     from .report import write_report  # matplotlib only when needed
 
     if names is not None and (len(names) != len(checkpoints) or len(set(names)) != len(names)):
-        raise ValueError(f"names: give {len(checkpoints)} distinct names, one per checkpoint; got {list(names)}")
-    keep = sentences if sentences is not None else [i for i in DEFAULT_MAP_SENTENCES if i < len(src_lines)]
-    results = []
-    seen: set[str] = set()
-    for i, ckpt in enumerate(checkpoints):
-        source = load_checkpoint_for_analysis(ckpt, src_lines, tgt_lines, batch_size=batch_size)
-        name = names[i] if names is not None else source.name
-        k = 2
-        while name in seen:  # distinct names for the side-by-side report
-            name, k = f"{source.name} ({k})", k + 1
-        seen.add(name)
-        results.append(
-            analyze_attention(
-                source.batches, name=name, alpha=source.alpha, alpha_log=source.alpha_log, keep_sentences=keep
+        raise ValueError(f"--names: give {len(checkpoints)} distinct names, one per checkpoint; got {list(names)}")
+    if sentences is not None:
+        bad = [i for i in sentences if i >= len(src_lines)]
+        if bad:
+            raise ValueError(
+                f"--sentence {' '.join(map(str, bad))}: there are only {len(src_lines)} sentence pairs (0–{len(src_lines) - 1})"
             )
-        )
+    keep = sentences if sentences is not None else [i for i in DEFAULT_MAP_SENTENCES if i < len(src_lines)]
+    sources = [load_checkpoint_for_analysis(c, src_lines, tgt_lines, batch_size=batch_size) for c in checkpoints]
+    if map_layers is not None:
+        for c, source in zip(checkpoints, sources):
+            most = max((source.layers or {}).values(), default=None)
+            bad = [li for li in map_layers if most is not None and li >= most]
+            if bad:
+                counts = ", ".join(f"{n} {t}" for t, n in source.layers.items())
+                raise ValueError(
+                    f"--map-layers {' '.join(map(str, bad))}: {c} has {counts} layers (layer indices 0–{most - 1})"
+                )
+    labels = list(names) if names is not None else _run_names(checkpoints, sources)
+    results = [
+        analyze_attention(s.batches, name=n, alpha=s.alpha, alpha_log=s.alpha_log, keep_sentences=keep)
+        for s, n in zip(sources, labels)
+    ]
     return write_report(results, out_dir, map_layers=map_layers)
+
+
+def _run_names(checkpoints: Sequence[str | Path], sources: Sequence[AnalysisSource]) -> list[str]:
+    """One checkpoint: its attention ("learned α"). Several: their run folders ("m30k-softmax"), then
+    ``run/step_N`` where two come from the same run, then a counter for the same checkpoint given twice."""
+    if len(sources) == 1:
+        return [sources[0].name]
+
+    def folder(c, s) -> Path:
+        p = Path(s.path) if s.path is not None else Path(c)
+        return p.parent.parent if p.parent.name == "checkpoints" else p
+
+    runs = [folder(c, s) for c, s in zip(checkpoints, sources)]
+    first = [r.name or str(r) for r in runs]
+    names = [
+        f"{run.name}/{Path(s.path).name}" if first.count(n) > 1 and s.path is not None and Path(s.path) != run else n
+        for n, run, s in zip(first, runs, sources)
+    ]
+    out, seen = [], {}
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -212,7 +270,10 @@ def run_analyze(args: argparse.Namespace) -> int:
     if args.max_sentences is not None:
         bad = [i for i in (args.sentence or []) if i >= args.max_sentences]
         if bad:
-            raise SystemExit(f"adasparse analyze: --sentence {bad} beyond --max-sentences {args.max_sentences}")
+            raise ValueError(
+                f"--sentence {' '.join(map(str, bad))}: beyond --max-sentences {args.max_sentences} "
+                f"(sentence indices 0–{args.max_sentences - 1})"
+            )
     src_lines, tgt_lines = read_parallel(args.data[0], args.data[1], args.max_sentences)
     report = analyze_checkpoints(
         args.checkpoints,
@@ -231,7 +292,11 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:  # bad options or files, damaged checkpoints: one line, exit status 2
+        print(f"adasparse analyze: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Two ways to name a corpus:
 
 * two files, ``load_parallel(src_file, tgt_file)`` (the ``--src FILE --tgt FILE`` form);
 * a folder, ``find_corpus(folder)``, holding ``{split}.{lang}`` or ``{split}.{lang}.gz`` files, where ``split`` is
-  ``train``, a validation prefix (``valid``, ``val`` or ``dev``) or a test prefix (``test`` or ``test*``, e.g.
+  ``train``, a validation prefix (``valid``, ``val``, ``dev`` or ``validation``) or a test prefix (``test`` or ``test*``, e.g.
   ``test_2016_flickr``), and ``lang`` a language or side suffix (``de``, ``en``, ``graphemes``...). The source and
   target languages are given explicitly, read from an optional ``corpus.json`` (``{"src_lang": .., "tgt_lang":
   ..}``) in the folder, or inferred when the folder holds exactly two languages and one of them was named.
@@ -19,7 +19,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ __all__ = [
     "CorpusFiles",
     "read_lines",
     "iter_lines",
+    "decode_lines",
     "load_parallel",
     "find_corpus",
     "VALID_PREFIXES",
@@ -35,7 +37,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VALID_PREFIXES = ("valid", "val", "dev")
+VALID_PREFIXES = ("valid", "val", "dev", "validation")
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -44,26 +46,43 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == _GZIP_MAGIC
 
 
+def decode_lines(raw_lines: Iterable[bytes], name: str | Path) -> Iterator[str]:
+    """Decode byte lines as UTF-8, stripped of surrounding space; ``ValueError`` naming ``name`` and the 1-based
+    line number for a line that is not valid UTF-8 (``name`` is a file, or e.g. ``"<stdin>"``)."""
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{name}: line {lineno} is not valid UTF-8 (byte {e.start}: {raw[e.start : e.start + 4]!r}); "
+                "convert the file to UTF-8 (e.g. with iconv)"
+            ) from None
+        yield text.strip()
+
+
 def iter_lines(path: str | Path) -> Iterator[str]:
     """Yield the lines of a plain or gzip text file (detected from its first bytes), stripped of surrounding space.
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and the 1-based line number
-    for a line that is not valid UTF-8.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for a line that is not valid
+    UTF-8 (with its 1-based line number) and for a damaged or cut-short gzip file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"corpus file {path} is a folder, not a text file")
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(
-                    f"{path}: line {lineno} is not valid UTF-8 (byte {e.start}: {raw[e.start : e.start + 4]!r}); "
-                    "convert the file to UTF-8 (e.g. with iconv)"
-                ) from None
-            yield text.strip()
+    if not _is_gzip(path):
+        with open(path, "rb") as f:
+            yield from decode_lines(f, path)
+        return
+    with gzip.open(path, "rb") as f:
+        try:
+            yield from decode_lines(f, path)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:  # cut short; corrupted data or CRC
+            raise ValueError(
+                f"{path}: the gzip file is damaged or cut short ({e}); download or copy it again "
+                "(`gzip -t` checks a file)"
+            ) from None
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -216,7 +235,12 @@ def find_corpus(directory: str | Path, src_lang: str | None = None, tgt_lang: st
         raise FileNotFoundError(f"corpus folder not found: {directory}")
     meta_path = directory / "corpus.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{meta_path} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f'{meta_path} must hold {{"src_lang": ..., "tgt_lang": ...}}, got {meta!r}')
         src_lang = src_lang or meta.get("src_lang")
         tgt_lang = tgt_lang or meta.get("tgt_lang")
     files: dict[tuple[str, str], Path] = {}

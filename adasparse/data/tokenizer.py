@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +38,8 @@ __all__ = [
     "SymbolTokenizer",
     "SentencePieceTokenizer",
     "TokenizerPair",
+    "auto_vocab_size",
+    "min_vocab_size",
 ]
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -234,23 +238,32 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError("cannot train a SentencePiece model on no text")
         writer = io.BytesIO()
         spm.set_random_generator_seed(config.seed)
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
-            model_writer=writer,
-            model_type=config.model_type,
-            vocab_size=config.vocab_size,
-            hard_vocab_limit=False,
-            character_coverage=config.character_coverage,
-            byte_fallback=config.byte_fallback,
-            pad_id=PAD_ID,
-            bos_id=BOS_ID,
-            eos_id=EOS_ID,
-            unk_id=UNK_ID,
-            input_sentence_size=config.max_sentences,
-            shuffle_input_sentence=True,
-            num_threads=1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines),
+                model_writer=writer,
+                model_type=config.model_type,
+                vocab_size=config.vocab_size,
+                hard_vocab_limit=False,
+                character_coverage=config.character_coverage,
+                byte_fallback=config.byte_fallback,
+                pad_id=PAD_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                unk_id=UNK_ID,
+                input_sentence_size=config.max_sentences,
+                shuffle_input_sentence=True,
+                num_threads=1,
+                minloglevel=2,
+            )
+        except RuntimeError as e:  # SentencePiece's C++ checks
+            m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+            if m is None:
+                raise
+            raise ValueError(
+                f"vocab_size={config.vocab_size} is too small for this text: SentencePiece needs at least "
+                f"{m.group(2)} pieces (every character seen, the word mark ▁ and the special pieces)"
+            ) from None
         return cls(writer.getvalue())
 
     @property
@@ -291,6 +304,23 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def load(cls, directory: Path, name: str) -> SentencePieceTokenizer:
         return cls((Path(directory) / f"{name}.model").read_bytes())
+
+
+def min_vocab_size(lines: Iterable[str]) -> int:
+    """The smallest SentencePiece vocabulary for ``lines`` at full character coverage: every character seen,
+    the word mark ``▁`` and the special pieces."""
+    chars: set[str] = set()
+    for line in lines:
+        chars.update(unicodedata.normalize("NFKC", line))  # SentencePiece normalises (nmt_nfkc) first
+    chars -= set(" \t\n\r")
+    return len(chars) + 1 + len(SPECIAL_PIECES)
+
+
+def auto_vocab_size(lines: Sequence[str], words_per_piece: int = 20, cap: int = 8000) -> int:
+    """A vocabulary the text supports: one piece per ``words_per_piece`` whitespace-separated words (so a piece
+    is seen about that often), at least :func:`min_vocab_size`, at most ``cap``."""
+    words = sum(len(line.split()) for line in lines)
+    return max(min_vocab_size(lines), min(cap, words // words_per_piece))
 
 
 _CLASSES = {"sentencepiece": SentencePieceTokenizer, "whitespace": SymbolTokenizer, "char": SymbolTokenizer}
@@ -335,19 +365,42 @@ class TokenizerPair:
 
     @classmethod
     def load(cls, directory: str | Path) -> TokenizerPair:
-        """Read a folder written by :meth:`save`; a missing file raises ``FileNotFoundError`` naming it."""
+        """Read a folder written by :meth:`save`; a missing file raises ``FileNotFoundError`` naming it, a damaged
+        one (cut short, edited) a ``ValueError`` naming it."""
         directory = Path(directory)
         meta_path = directory / "tokenizer.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {directory}")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        for names in meta["files"].values():
-            for f in names:
-                if not (directory / f).is_file():
-                    raise FileNotFoundError(f"tokenizer file {directory / f} is missing (listed in {meta_path})")
-        config = TokenizerConfig(**meta["config"])
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            files = meta["files"]
+            config = TokenizerConfig(**meta["config"])
+            joint = bool(meta["joint"])
+            names = [f for group in files.values() for f in group]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{meta_path} is damaged ({type(e).__name__}: {e})") from None
+        for f in names:
+            if not (directory / f).is_file():
+                raise FileNotFoundError(f"tokenizer file {directory / f} is missing (listed in {meta_path})")
         cls_ = _CLASSES[config.kind]
-        if meta["joint"]:
-            shared = cls_.load(directory, "joint")
+
+        def one(name: str) -> Tokenizer:
+            try:
+                return cls_.load(directory, name)
+            except (
+                OSError,
+                RuntimeError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as e:  # RuntimeError: SentencePiece's parser
+                if isinstance(e, FileNotFoundError):
+                    raise
+                files = ", ".join(str(directory / f) for f in meta["files"].get(name, [name]))
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ValueError(f"tokenizer file {files} is damaged or cut short ({reason})") from None
+
+        if joint:
+            shared = one("joint")
             return cls(shared, shared, config)
-        return cls(cls_.load(directory, "src"), cls_.load(directory, "tgt"), config)
+        return cls(one("src"), one("tgt"), config)

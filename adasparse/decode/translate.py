@@ -27,7 +27,8 @@ def translate_lines(
     device: torch.device | str | None = None,
     **search_kwargs: Any,
 ) -> list[str]:
-    """Translate ``lines`` (detokenized outputs, in input order) with greedy or beam search.
+    """Translate ``lines`` (detokenized outputs, in input order) with greedy or beam search; a blank (or
+    whitespace-only) line gives an empty output line, without running the model.
 
     Args:
         model: an encoder–decoder with ``encode``/``decode_step`` (see :mod:`adasparse.decode.search`), in eval mode.
@@ -48,12 +49,13 @@ def translate_lines(
         max_src_len = model_max if max_src_len is None else min(max_src_len, model_max)
         if config.max_len > model_max:
             config = dataclasses.replace(config, max_len=model_max)
-    src = encode_sources(tokenizers.src, lines)
+    keep = [i for i, line in enumerate(lines) if line.strip()]  # a blank line translates to a blank line
+    src = encode_sources(tokenizers.src, [lines[i] for i in keep])
     if max_src_len is not None:
-        long = [i for i, ids in enumerate(src) if len(ids) > max_src_len]
+        long = [j for j, ids in enumerate(src) if len(ids) > max_src_len]
         if long:
             warnings.warn(
-                f"{len(long)} input lines are longer than {max_src_len} tokens (first: line {long[0] + 1}, "
+                f"{len(long)} input lines are longer than {max_src_len} tokens (first: line {keep[long[0]] + 1}, "
                 f"{len(src[long[0]])} tokens); translating only their first {max_src_len - 1} tokens",
                 stacklevel=3,  # the caller, past the no_grad wrapper
             )
@@ -61,6 +63,6 @@ def translate_lines(
     out: list[str] = [""] * len(lines)
     for indices, src_t, mask in inference_batches(src, max_tokens, pad_id=tokenizers.src.pad_id):
         res = generate(model, src_t.to(device), mask.to(device), config, **search_kwargs)
-        for i, toks in zip(indices, res.tokens):
-            out[i] = tokenizers.tgt.decode(toks)
+        for j, toks in zip(indices, res.tokens):
+            out[keep[j]] = tokenizers.tgt.decode(toks)
     return out

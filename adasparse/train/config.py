@@ -9,11 +9,22 @@ go through ``model.<field>=value`` (e.g. ``--set model.d_model=128``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "RECIPES", "load_train_config", "parse_overrides"]
+__all__ = [
+    "TrainConfig",
+    "RECIPES",
+    "load_train_config",
+    "parse_overrides",
+    "resume_differences",
+    "auto_warmup_steps",
+    "auto_log_every",
+    "RESUMABLE_OPTIONS",
+    "AUTO_OPTIONS",
+]
 
 _DEVICES = ("auto", "cpu", "cuda")
 _AMP = ("auto", "none", "bf16", "fp16")
@@ -55,6 +66,31 @@ def _under_recipe(d: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+# the command-line flag of an option, where `adasparse train` has one (else --set key=value)
+_FLAGS = {
+    "data_dir": "--data",
+    "src_lang": "--src-lang",
+    "tgt_lang": "--tgt-lang",
+    "train_src": "--src",
+    "train_tgt": "--tgt",
+    "valid_src": "--valid-src",
+    "valid_tgt": "--valid-tgt",
+    "preset": "--preset",
+    "attention": "--attention",
+    "seed": "--seed",
+    "recipe": "--recipe",
+}
+# options a resumed run may change (``--resume --set key=value``); every other one is the run's own, from its
+# checkpoint. The data locations may move: a resumed run checks the data by content (a fingerprint of the pairs).
+RESUMABLE_OPTIONS = (
+    "max_steps", "max_epochs", "max_minutes", "patience", "valid_every", "valid_beam", "valid_max_sentences",
+    "keep_last", "log_every", "device", "amp", "num_threads",
+    "data_dir", "train_src", "train_tgt", "valid_src", "valid_tgt",
+)  # fmt: skip
+# options whose default (None) is chosen from the data and max_steps when a run starts (see TrainConfig)
+AUTO_OPTIONS = ("vocab_size", "warmup_steps", "log_every")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs besides the data files' contents.
@@ -79,6 +115,17 @@ class TrainConfig:
     ``alpha_lr_scale`` multiplies the learning rate of the learned-α parameters θ (α = 1 + sigmoid(θ)):
     Adam moves each θ by at most about ``lr`` per update, so with the paper's 1× α can travel only
     ≈ ¼ · Σ lr over a run (≈ 0.24 in 1,500 updates at lr 1e-3); a larger scale lets short runs find their α.
+
+    Stopping: at ``max_steps`` updates, ``max_epochs`` epochs, ``max_minutes`` of training in this session (a
+    resumed run gets ``max_minutes`` again) or ``patience`` validations without improvement.
+
+    Defaults that scale (``None``, resolved when a run starts and saved with it): ``vocab_size`` = one piece per
+    20 words of training text, at least every character plus the special pieces, at most 8,000
+    (:func:`adasparse.data.tokenizer.auto_vocab_size`); ``warmup_steps`` = ``max_steps // 10``, at most 4,000;
+    ``log_every`` = ``max_steps // 20``, between 1 and 50. The last update of a run is always logged.
+
+    Resuming: the options are the run's own (its checkpoint's ``config.json``, key ``"train"``); only
+    :data:`RESUMABLE_OPTIONS` may change.
     """
 
     # data
@@ -90,7 +137,7 @@ class TrainConfig:
     valid_src: str | None = None
     valid_tgt: str | None = None
     tokenizer: str = "bpe"
-    vocab_size: int = 8000
+    vocab_size: int | None = None
     joint_vocab: bool = True
     max_tokens_per_sentence: int = 200
     max_pairs: int | None = None
@@ -103,7 +150,7 @@ class TrainConfig:
     schedule: str = "inverse_sqrt"
     lr: float = 7e-4
     alpha_lr_scale: float = 1.0
-    warmup_steps: int = 4000
+    warmup_steps: int | None = None
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
@@ -121,7 +168,7 @@ class TrainConfig:
     metric: str = "bleu"
     patience: int | None = None
     keep_last: int = 3
-    log_every: int = 50
+    log_every: int | None = None
     # runtime
     seed: int = 1
     device: str = "auto"
@@ -144,10 +191,14 @@ class TrainConfig:
             raise ValueError(f"recipe={self.recipe!r} is unknown; known recipes: {sorted(RECIPES)}")
         if self.preset not in ("tiny", "small", "base"):
             raise ValueError(f"preset must be 'tiny', 'small' or 'base', got {self.preset!r}")
-        for name in ("vocab_size", "batch_tokens", "max_steps", "accum_steps", "valid_every", "log_every", "keep_last"):
+        for name in ("batch_tokens", "max_steps", "accum_steps", "valid_every", "keep_last"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("vocab_size", "log_every"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v <= 0):
+                raise ValueError(f"{name} must be a positive int or null (auto), got {v!r}")
         for name in ("valid_beam", "max_tokens_per_sentence"):
             if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
@@ -157,14 +208,18 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive int or null, got {v!r}")
         if not _is_int(self.seed):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
-        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an int >= 0 or null (auto), got {self.warmup_steps!r}")
         for name in ("lr", "adam_eps", "alpha_lr_scale"):
             if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for name in ("clip_norm", "weight_decay"):
             if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a number >= 0 (0 = off), got {getattr(self, name)!r}")
+        for name in ("lr", "adam_eps", "alpha_lr_scale", "clip_norm", "weight_decay", "max_minutes"):
+            v = getattr(self, name)
+            if _is_number(v) and not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.max_minutes is not None and (not _is_number(self.max_minutes) or self.max_minutes <= 0):
             raise ValueError(f"max_minutes must be a positive number or null, got {self.max_minutes!r}")
         if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
@@ -180,8 +235,33 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"{name} must be a string (a path or a language suffix), got {v!r}")
-        if self.data_dir is None and (self.train_src is None) != (self.train_tgt is None):
-            raise ValueError("give both train_src and train_tgt (or data_dir)")
+        files = [n for n in ("train_src", "train_tgt", "valid_src", "valid_tgt") if getattr(self, n) is not None]
+        if self.data_dir is not None and files:
+            raise ValueError(
+                f"give either data_dir (--data, a corpus folder) or {'/'.join(files)} "
+                f"({', '.join(_FLAGS[n] for n in files)}), not both: with data_dir they would be ignored"
+            )
+        if self.data_dir is None:
+            langs = [n for n in ("src_lang", "tgt_lang") if getattr(self, n) is not None]
+            if langs:
+                raise ValueError(
+                    f"{'/'.join(langs)} ({', '.join(_FLAGS[n] for n in langs)}) name the languages of a corpus folder: "
+                    "they need data_dir (--data)"
+                )
+            if (self.train_src is None) != (self.train_tgt is None):
+                raise ValueError("give both train_src and train_tgt (--src and --tgt), or data_dir (--data)")
+            if (self.valid_src is None) != (self.valid_tgt is None):
+                given, missing = (
+                    ("valid_src", "valid_tgt") if self.valid_src is not None else ("valid_tgt", "valid_src")
+                )
+                raise ValueError(
+                    f"{given} ({_FLAGS[given]}) needs {missing} ({_FLAGS[missing]}): a validation set has two sides"
+                )
+            if self.patience is not None and self.valid_src is None and self.train_src is not None:
+                raise ValueError(
+                    f"patience={self.patience} stops on validation, but no validation set is given "
+                    "(valid_src/valid_tgt, --valid-src/--valid-tgt)"
+                )
         if not isinstance(self.model, dict):
             raise ValueError(f"model must be a mapping of Seq2SeqConfig overrides, got {self.model!r}")
         self._check_model()
@@ -241,6 +321,33 @@ class TrainConfig:
         return replace(self, **top, model=model)
 
 
+def auto_warmup_steps(max_steps: int) -> int:
+    """The default warmup: a tenth of the run, at most 4,000 updates (the paper's), at least 1."""
+    return max(1, min(4000, max_steps // 10))
+
+
+def auto_log_every(max_steps: int) -> int:
+    """The default logging interval: about 20 records a run, every 1 to 50 updates."""
+    return max(1, min(50, max_steps // 20))
+
+
+def resume_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """``"key: saved → now"`` for each option of ``cfg`` that a resumed run may not change (see
+    :data:`RESUMABLE_OPTIONS`) and that differs from the run's ``saved`` options. An automatic option left at
+    ``None`` takes the run's value; an option the saved dict lacks (an older version) is not compared."""
+    out = []
+    for key, now in cfg.to_dict().items():
+        if key in RESUMABLE_OPTIONS or key not in saved or (key in AUTO_OPTIONS and now is None):
+            continue
+        was = saved[key]
+        if key == "betas" and isinstance(was, list | tuple):
+            was = [float(b) for b in was]
+        if was != now:
+            flag = f" ({_FLAGS[key]})" if key in _FLAGS else ""
+            out.append(f"{key}{flag}: {was!r} → {now!r}")
+    return out
+
+
 def _yaml_loader():
     """PyYAML's safe loader, reading ``5e-4`` and ``1e9`` as numbers (YAML 1.2) rather than strings (YAML 1.1)."""
     import re
@@ -285,32 +392,41 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML or JSON file (``None``: defaults), then apply ``overrides``."""
-    base: dict[str, Any] = {}
+def load_train_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, base: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a YAML or JSON file (``None``: defaults), then apply ``overrides``.
+
+    ``base`` (e.g. a resumed run's saved options) replaces the defaults under the file's options.
+    """
+    data: dict[str, Any] = dict(base or {})
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist")
+            raise FileNotFoundError(
+                f"training config {p} " + ("is a folder, not a file" if p.is_dir() else "does not exist")
+            )
         text = p.read_text(encoding="utf-8")
         if p.suffix == ".json":
             try:
-                base = json.loads(text)
+                loaded = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{p}, line {e.lineno}: invalid JSON: {e.msg}") from None
         else:
             import yaml
 
             try:
-                base = _load_yaml(text) or {}
+                loaded = _load_yaml(text) or {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f", line {mark.line + 1}" if mark is not None else ""
                 raise ValueError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-        if not isinstance(base, dict):
-            raise ValueError(f"{p}: expected a mapping of options at the top level, got {type(base).__name__}")
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: expected a mapping of options at the top level, got {type(loaded).__name__}")
+        data.update(loaded)
     overrides = dict(overrides or {})
     if overrides.get("recipe") is not None:  # the recipe goes beneath the file's options, not over them
-        base = {**base, "recipe": overrides.pop("recipe")}
-    cfg = TrainConfig.from_dict(base, source=str(path) if path else "defaults")
+        data = {**data, "recipe": overrides.pop("recipe")}
+    source = str(path) if path else ("the run's saved options" if base else "defaults")
+    cfg = TrainConfig.from_dict(data, source=source)
     return cfg.with_overrides(overrides)

@@ -9,7 +9,14 @@ writing a checkpoint after each validation (best + last K kept) and stopping at 
 
 Exact resumption: a checkpoint holds the weights, the optimizer and scheduler states, every RNG state and
 the batcher's position, so a run killed at any moment (even by SIGKILL) and resumed from its latest
-checkpoint ends with the same weights as an uninterrupted run with the same seed (on CPU).
+checkpoint ends with the same weights as an uninterrupted run with the same seed (on CPU). A resumed run
+keeps its options (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may change), its data (checked by a
+fingerprint of the pairs) and continues from its newest *intact* checkpoint (each one carries a manifest of
+checksums; damaged ones are moved aside with a warning).
+
+Safety: the run folder is locked for the life of the run (:mod:`adasparse.train.lock`); a non-finite loss or
+gradient norm ends the run with :class:`TrainingDiverged` before the update is applied, so no NaN reaches the
+weights, α or a checkpoint.
 
 Several processes: each rank takes its share of every global step's batches (see
 :mod:`adasparse.data.batching`); the loss of a step is the sum over all label tokens of the step divided by
@@ -21,6 +28,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
+import logging
+import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -31,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import TokenBatcher, encode_pairs
-from ..data.corpus import ParallelCorpus, find_corpus, load_parallel
-from ..data.tokenizer import TokenizerConfig, TokenizerPair
+from ..data.corpus import VALID_PREFIXES, ParallelCorpus, find_corpus, load_parallel
+from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, min_vocab_size
 from ..decode.search import SearchConfig
 from ..decode.translate import translate_lines
 from ..evaluation import score_g2p, score_translation
@@ -40,17 +51,43 @@ from ..models import build_model
 from ..models import config as model_presets
 from ..models.config import Seq2SeqConfig
 from ..nn import alpha_parameters
-from .checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
-from .config import TrainConfig
+from .checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    read_manifest,
+    restore_rng_state,
+)
+from .config import (
+    AUTO_OPTIONS,
+    RESUMABLE_OPTIONS,
+    TrainConfig,
+    auto_log_every,
+    auto_warmup_steps,
+    resume_differences,
+)
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
-__all__ = ["train", "TrainResult", "load_model", "pick_device"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "load_model", "pick_device", "resume_config"]
+
+log = logging.getLogger(__name__)
 
 _LOWER_IS_BETTER = {"loss", "wer", "per"}
-# options a resumed run takes from the checkpoint's optimizer/scheduler state, so they cannot change on --resume
-_RESTORED_OPTIONS = ("schedule", "lr", "alpha_lr_scale", "warmup_steps", "betas", "adam_eps", "weight_decay")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm of an update was not finite: the run stops before applying it.
+
+    ``step`` is the update that failed; the weights (and every checkpoint) are those of the update before.
+    """
+
+    def __init__(self, message: str, step: int, loss: float, grad_norm: float):
+        super().__init__(message)
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
 @dataclass
@@ -99,19 +136,81 @@ def _tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
     return TokenizerConfig(kind=cfg.tokenizer, vocab_size=None, joint=cfg.joint_vocab)
 
 
-def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None]:
+def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None, str]:
+    """The training and validation corpora, and where validation was looked for (for the notice when absent)."""
     if cfg.data_dir is not None:
         files = find_corpus(cfg.data_dir, cfg.src_lang, cfg.tgt_lang)
         train = files.load("train", max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
         valid = files.load("valid", max_words=None) if files.has("valid") else None
-        return train, valid
+        prefixes = ", ".join(f"{p}.{files.src_lang}" for p in VALID_PREFIXES)
+        return train, valid, f"{cfg.data_dir} has none of {prefixes} (each with its .{files.tgt_lang}, optionally .gz)"
     if cfg.train_src is None:
-        raise ValueError("no training data: give data_dir or train_src/train_tgt")
+        raise ValueError("no training data: give data_dir (--data) or train_src/train_tgt (--src/--tgt)")
     train = load_parallel(cfg.train_src, cfg.train_tgt, max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
     valid = None
     if cfg.valid_src and cfg.valid_tgt:
         valid = load_parallel(cfg.valid_src, cfg.valid_tgt, max_words=None)
-    return train, valid
+    return train, valid, "no --valid-src/--valid-tgt given"
+
+
+def _fingerprint(corpus: ParallelCorpus | None) -> dict[str, Any] | None:
+    """Number of pairs and SHA-256 of their text: tells a resumed run whether it is given the same data."""
+    if corpus is None:
+        return None
+    h = hashlib.sha256()
+    for s, t in zip(corpus.src, corpus.tgt):
+        h.update(s.encode("utf-8") + b"\t" + t.encode("utf-8") + b"\n")
+    return {"pairs": len(corpus), "sha256": h.hexdigest()}
+
+
+def _resolve_auto(cfg: TrainConfig, corpus: ParallelCorpus) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with its automatic options (``None``) chosen from the data and ``max_steps``, and what was chosen
+    (or a notice where an explicit vocabulary is far larger than the data support)."""
+    changes: dict[str, Any] = {}
+    said: list[str] = []
+    if cfg.tokenizer in ("bpe", "unigram"):
+        sides = [corpus.src + corpus.tgt] if cfg.joint_vocab else [corpus.src, corpus.tgt]
+        need = max(min_vocab_size(x) for x in sides)
+        auto = max(min(auto_vocab_size(x) for x in sides), need)
+        words = sum(len(line.split()) for x in sides for line in x)
+        if cfg.vocab_size is None:
+            changes["vocab_size"] = auto
+            said.append(f"vocab_size {auto} (one piece per 20 of the {words} training words, at most 8000)")
+        elif cfg.vocab_size > 2 * max(need, words // 20):  # uncapped: a large vocabulary for a large corpus is fine
+            said.append(
+                f"vocab_size {cfg.vocab_size} is large for {words} training words: most pieces will be seen only "
+                f"a few times (the automatic choice, vocab_size=null, would be {auto})"
+            )
+    if cfg.warmup_steps is None:
+        changes["warmup_steps"] = auto_warmup_steps(cfg.max_steps)
+        said.append(f"warmup_steps {changes['warmup_steps']} (max_steps // 10, at most 4000)")
+    if cfg.log_every is None:
+        changes["log_every"] = auto_log_every(cfg.max_steps)
+        said.append(f"log_every {changes['log_every']} (max_steps // 20, from 1 to 50)")
+    return (dataclasses.replace(cfg, **changes) if changes else cfg), said
+
+
+def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig | None:
+    """The options a run was started with (from its newest checkpoint's ``config.json``), with ``overrides``
+    applied (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may differ on resume); ``None`` when the run
+    has no checkpoint yet."""
+    from .config import load_train_config
+
+    saved = saved_train_options(run_dir)
+    return None if saved is None else load_train_config(None, overrides, base=saved)
+
+
+def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
+    """The training options stored in the checkpoint ``--resume`` will continue from (the newest intact one
+    of ``run_dir``); ``None`` if there is none."""
+    ckpt, _ = CheckpointManager(run_dir, create=False).latest_intact()  # damaged ones: --resume reports them
+    if ckpt is None:
+        return None
+    try:
+        saved = json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved["train"] if isinstance(saved, dict) and isinstance(saved.get("train"), dict) else None
 
 
 def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
@@ -128,21 +227,61 @@ def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConf
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its latest, or
-    ``best`` if the run folder has one)."""
+    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its best checkpoint,
+    else its latest).
+
+    The checkpoint is verified against its manifest (:func:`~adasparse.train.checkpoint.load_checkpoint`); a
+    damaged or inconsistent one raises :class:`~adasparse.train.checkpoint.CorruptCheckpointError` (a
+    ``ValueError``) naming the file.
+    """
     path = Path(checkpoint)
-    if path.is_dir() and not (path / "model.safetensors").exists():
-        best = CheckpointManager(path, create=False).best()
-        if best is not None:
-            path = best
+    if path.is_dir() and not any((path / n).exists() for n in ("manifest.json", "model.safetensors")):
+        mgr = CheckpointManager(path.parent if path.name == "checkpoints" else path, create=False)
+        path = mgr.best() or mgr.latest() or path
     ckpt = load_checkpoint(path, device="cpu")
-    mcfg = Seq2SeqConfig.from_dict(ckpt.config["model"])
-    model = build_model(mcfg)
-    model.load_state_dict(ckpt.model_state)
+    model = _model_from(ckpt)
     if ckpt.tokenizer_dir is None:
         raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
     tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
+    for side, tok, size in (("src", tokenizers.src, model.config.src_vocab_size),
+                            ("tgt", tokenizers.tgt, model.config.tgt_vocab_size)):  # fmt: skip
+        if tok.vocab_size != size:
+            raise CorruptCheckpointError(
+                f"{ckpt.tokenizer_dir}: the {side} tokenizer has {tok.vocab_size} pieces but the model in "
+                f"{ckpt.path / 'config.json'} expects {size}; the checkpoint's files do not belong together",
+                ckpt.tokenizer_dir,
+            )
     return model.to(device).eval(), tokenizers, ckpt
+
+
+def _model_from(ckpt) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; clear errors naming the file at fault."""
+    cfg_file = ckpt.path / "config.json"
+    saved = ckpt.config.get("model") if isinstance(ckpt.config, dict) else None
+    if not isinstance(saved, dict):
+        raise CorruptCheckpointError(
+            f"{cfg_file} has no 'model' entry (the model's configuration): not a checkpoint of `adasparse train`?",
+            cfg_file,
+        )
+    try:
+        model = build_model(Seq2SeqConfig.from_dict(saved))
+    except (ValueError, TypeError) as e:
+        raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
+    _load_weights_into(model, ckpt)
+    return model
+
+
+def _load_weights_into(model: torch.nn.Module, ckpt) -> None:
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as e:  # missing/unexpected tensors, size mismatches
+        details = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
+        if len(details) > 400:
+            details = details[:400] + "…"
+        f = ckpt.path / "model.safetensors"
+        raise CorruptCheckpointError(
+            f"{f} does not fit the model of {ckpt.path / 'config.json'}: {details}", f
+        ) from None
 
 
 def _alpha_record(model) -> dict[str, list[list[float]]]:
@@ -175,6 +314,48 @@ def _schedule(cfg: TrainConfig, d_model: int) -> InverseSqrtSchedule:
     return InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1), kind=cfg.schedule, d_model=d_model, noam_factor=cfg.lr)
 
 
+def _expected_stop(step: int, max_steps: int, session_steps: int, session_elapsed: float, budget: float | None) -> int:
+    """The update at which the run will stop: ``max_steps``, or sooner when the time ``budget`` (seconds of this
+    session) binds, estimated from this session's speed so far."""
+    if budget is None or session_steps == 0 or session_elapsed <= 0:
+        return max_steps
+    left = max(budget - session_elapsed, 0.0)
+    return min(max_steps, step + int(left * session_steps / session_elapsed))
+
+
+class _Progress:
+    """The training bar. It counts to the update that will actually stop the run: ``max_steps``, or what the
+    time left allows when ``max_minutes`` binds (so its ETA is the time left), with the loss and the time left."""
+
+    def __init__(self, cfg: TrainConfig, step: int):
+        from tqdm import tqdm
+
+        desc = "train" if cfg.max_minutes is None else f"train (≤ {cfg.max_minutes:g} min)"
+        total = cfg.max_steps if cfg.max_minutes is None else None  # with a time budget: known after an update
+        self.bar = tqdm(total=total, initial=step, desc=desc, unit="step", mininterval=2.0, dynamic_ncols=True)
+        self.postfix: dict[str, str] = {}
+
+    def update(self, step: int, stop_at: int, session_elapsed: float, budget: float | None, rec) -> None:
+        if stop_at != self.bar.total:
+            self.bar.total = stop_at
+        if rec is not None:
+            self.postfix.update(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        if budget is not None:
+            left = max(budget - session_elapsed, 0.0)
+            self.postfix["left"] = f"{int(left // 60)}:{int(left % 60):02d}"
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def write(self, msg: str) -> None:
+        self.bar.write(msg)
+
+    def close(self, finished: bool = True) -> None:
+        if finished and self.bar.n < (self.bar.total or 0):  # stopped by time, epochs or patience: end at 100 %
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+        self.bar.close()
+
+
 class _Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, overwrite: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
@@ -194,20 +375,44 @@ class _Trainer:
                     "--overwrite to start again from scratch, or choose another --out"
                 )
             if self.dist.is_main:
-                shutil.rmtree(run_dir / "checkpoints")
-                shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+                for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
+                    if (run_dir / sub).exists():
+                        trash = run_dir / f".trash-{sub}-{os.getpid()}"
+                        os.replace(run_dir / sub, trash)
+                        shutil.rmtree(trash, ignore_errors=True)
             if self.dist.enabled:
                 torch.distributed.barrier()
         self.ckpts = CheckpointManager(
-            run_dir, keep_last=cfg.keep_last, metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max"
+            run_dir,
+            keep_last=cfg.keep_last,
+            metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max",
+            create=self.dist.is_main,
         )
-        latest = self.ckpts.latest() if resume else None
-        if resume and latest is None:
+        self.resume_from = self._pick_resume() if resume else None
+        if resume and self.resume_from is None:
             self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
-        self.resume_from = latest
+        if self.resume_from is not None:  # the run's own options; only RESUMABLE_OPTIONS may change
+            cfg = self.cfg = self._resumed_config(cfg, self.resume_from)
 
-        train_corpus, valid_corpus = _corpora(cfg)
+        train_corpus, valid_corpus, looked = _corpora(cfg)
         self._print(f"training data: {train_corpus.summary()}")
+        if valid_corpus is None:
+            if cfg.patience is not None:
+                raise ValueError(
+                    f"patience={cfg.patience} stops on validation, but there is no validation set: {looked}"
+                )
+            self._print(
+                f"no validation set ({looked}): validation is off, no {cfg.metric} is measured and the last "
+                f"checkpoint stands for the best; checkpoints every valid_every={cfg.valid_every} updates"
+            )
+        else:
+            self._print(f"validation data: {valid_corpus.summary()}")
+        self.corpus = {"train": _fingerprint(train_corpus), "valid": _fingerprint(valid_corpus)}
+        if self.resume_from is None:
+            cfg, chosen = _resolve_auto(cfg, train_corpus)
+            self.cfg = cfg
+            if chosen:
+                self._print("chosen for this run: " + "; ".join(chosen))
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
         else:
@@ -229,10 +434,13 @@ class _Trainer:
         dws = cfg.data_world_size or self.dist.world_size
         if self.dist.enabled and dws != self.dist.world_size:
             raise ValueError(f"data_world_size={dws} must equal the number of processes ({self.dist.world_size})")
-        self.batcher = TokenBatcher(
-            src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
-            world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
-        )  # fmt: skip
+        try:
+            self.batcher = TokenBatcher(
+                src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
+                world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
+            )  # fmt: skip
+        except ValueError as e:  # say which option: the batcher calls it max_tokens
+            raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
         self.valid = valid_corpus
         if valid_corpus is not None:
             vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, max_len)
@@ -249,6 +457,7 @@ class _Trainer:
             _param_groups(self.model, cfg), lr=_base_lr(cfg), betas=cfg.betas, eps=cfg.adam_eps
         )
         self.scheduler = build_scheduler(self.optimizer, _schedule(cfg, self.model_config.d_model))
+        self.session_elapsed = 0.0  # training time of this session: what max_minutes bounds
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.step = 0
         self._saved_step = -1
@@ -265,6 +474,50 @@ class _Trainer:
 
     # ------------------------------------------------------------------ state
 
+    def _resumed_config(self, cfg: TrainConfig, path: Path) -> TrainConfig:
+        """``cfg`` checked against the options saved in checkpoint ``path``, automatic ones filled from them."""
+        try:
+            saved = json.loads((path / "config.json").read_text(encoding="utf-8")).get("train") or {}
+        except (OSError, ValueError, AttributeError):
+            saved = {}
+        moved = resume_differences(saved, cfg)
+        if moved:
+            raise ValueError(
+                f"cannot resume {path} with other options ({'; '.join(moved)}): a resumed run keeps the options "
+                "it started with (`adasparse train --out RUN --resume` takes them from its checkpoint); only "
+                f"{', '.join(RESUMABLE_OPTIONS)} may change (--set key=value); or start a new run"
+            )
+        filled = {k: saved[k] for k in AUTO_OPTIONS if getattr(cfg, k) is None and saved.get(k) is not None}
+        if cfg.warmup_steps is None and "warmup_steps" not in filled:  # a checkpoint without saved options
+            filled["warmup_steps"] = auto_warmup_steps(cfg.max_steps)
+        if cfg.log_every is None and "log_every" not in filled:
+            filled["log_every"] = auto_log_every(cfg.max_steps)
+        return dataclasses.replace(cfg, **filled) if filled else cfg
+
+    def _pick_resume(self) -> Path | None:
+        """The newest intact checkpoint (rank 0 verifies and decides; damaged newer ones are moved aside)."""
+        step = -1
+        if self.dist.is_main:
+            path, damaged = self.ckpts.latest_intact()
+            if damaged and path is None:
+                raise CorruptCheckpointError(
+                    f"cannot resume {self.run_dir}: no intact checkpoint ("
+                    + "; ".join(why for _, why in damaged)
+                    + "); start again with --overwrite"
+                )
+            for bad, why in damaged:
+                aside = self.ckpts.move_aside(bad)
+                log.warning("--resume: skipping %s: %s; moved it aside to %s", bad.name, why, aside.name)
+            if path is not None:
+                step = CheckpointManager.step_of(path)
+                if read_manifest(path) is None:
+                    log.warning("%s has no manifest.json (written by an older adasparse): resuming unverified", path)
+        if self.dist.enabled:
+            t = torch.tensor([step], dtype=torch.int64, device=self.device)
+            torch.distributed.broadcast(t, 0)
+            step = int(t.item())
+        return None if step < 0 else self.ckpts.root / CheckpointManager.name_for(step)
+
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
@@ -276,10 +529,11 @@ class _Trainer:
             "bad_validations": self.bad_validations,
             "elapsed": self.elapsed,
             "metrics": self.last_metrics,
+            "corpus": self.corpus,
         }
 
     def _restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, device="cpu")
+        ckpt = load_checkpoint(path, device="cpu", verify=not self.dist.is_main)  # rank 0 verified it already
         saved, now = ckpt.config.get("model") or {}, self.model_config.to_dict()
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if saved and differ:
@@ -288,17 +542,20 @@ class _Trainer:
                 f"cannot resume {path}: this configuration builds a different model ({changes}); resume with the "
                 f"run's own options (its config.json, key 'train'), or start a new run"
             )
-        saved_train, now_train = ckpt.config.get("train") or {}, self.cfg.to_dict()
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        moved = [k for k in _RESTORED_OPTIONS if saved_train and saved_train.get(k, defaults[k]) != now_train[k]]
-        if moved:
-            changes = ", ".join(f"{k}: {saved_train.get(k, defaults[k])!r} → {now_train[k]!r}" for k in moved)
-            raise ValueError(
-                f"cannot resume {path} with other optimizer options ({changes}): the optimizer and schedule "
-                f"continue from the checkpoint's state; resume with the run's own values, or start a new run"
-            )
-        self.model.load_state_dict(ckpt.model_state)
         st = ckpt.trainer_state
+        for split, was in (st.get("corpus") or {}).items():  # checkpoints before fingerprints have none
+            now = self.corpus.get(split)
+            if was != now:
+
+                def said(f):
+                    return "none" if f is None else f"{f['pairs']} pairs, SHA-256 {f['sha256'][:12]}…"
+
+                raise ValueError(
+                    f"cannot resume {path}: its {split} data differ from the data given now (the run had "
+                    f"{said(was)}; now {said(now)}); a resumed run continues on its own data: give the run's "
+                    "own files, or start a new run (--overwrite, or another --out)"
+                )
+        _load_weights_into(self.model, ckpt)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
@@ -313,6 +570,12 @@ class _Trainer:
         self._print(f"resumed from {path} at step {self.step}")
 
     def _save(self, metric: float | None) -> None:
+        bad = next((n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:  # never reached through _train_step's checks; kept so that no NaN model is ever saved
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: parameter {bad} is not finite; nothing was saved",
+                self.step, float("nan"), float("nan"),
+            )  # fmt: skip
         self._saved_step = self.step
         if self.dist.is_main:
             self.ckpts.save(
@@ -340,7 +603,7 @@ class _Trainer:
 
     def _train_step(self, micro: list) -> tuple[float, int, int]:
         """One optimizer update over ``micro`` batches; returns (summed loss, label tokens, all tokens) over
-        every rank."""
+        every rank. A non-finite loss or gradient norm raises :class:`TrainingDiverged` before the update."""
         model = self.ddp or self.model
         model.train()
         pad = self.model_config.pad_id
@@ -362,15 +625,36 @@ class _Trainer:
                 self.scaler.scale(loss * scale).backward()
             total += float(loss.detach())
             n_all += int(b.src_mask.sum()) + int(b.tgt_mask.sum())
+        sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
         self.scaler.unscale_(self.optimizer)
-        if self.cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        # the norm is always measured (max_norm=inf scales by exactly 1): every rank sees the same synced gradients
+        max_norm = self.cfg.clip_norm if self.cfg.clip_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        loss_sum = float(sums[0])
+        # with fp16 loss scaling, inf gradients are expected now and then: the scaler skips that update
+        if not math.isfinite(loss_sum) or (not math.isfinite(grad_norm) and not self.scaler.is_enabled()):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._diverged(loss_sum / max(n_global, 1), grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
-        return float(sums[0]), n_global, int(sums[1])
+        return loss_sum, n_global, int(sums[1])
+
+    def _diverged(self, loss: float, grad_norm: float) -> TrainingDiverged:
+        step, cfg = self.step + 1, self.cfg
+        last = self.ckpts.latest() if self.dist.is_main else None
+        kept = f"the last checkpoint, {last}, is intact" if last is not None else "no checkpoint was written"
+        lr = self.scheduler.get_last_lr()[0]
+        return TrainingDiverged(
+            f"training diverged at step {step}: the loss per token is {loss:.4g} and the gradient norm "
+            f"{grad_norm:.4g}; the update was not applied and {kept}. The learning rate ({lr:.3g} at this step, "
+            f"lr={cfg.lr:g}, warmup_steps={cfg.warmup_steps}) is probably too high: start again with a lower lr "
+            f"or a longer warmup (--overwrite), or clip the gradients (clip_norm, now {cfg.clip_norm:g})",
+            step,
+            loss,
+            grad_norm,
+        )
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -419,20 +703,53 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> TrainResult:
+        bar = _Progress(self.cfg, self.step) if self.dist.is_main and not self.quiet else None
+        finished = False
+        try:
+            stopped = self._loop(bar)
+            finished = True
+        finally:
+            if bar is not None:
+                bar.close(finished)
+            self.logger.close()
+        best = self.ckpts.best() or self.ckpts.latest()
+        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+
+    def _note(self, bar: _Progress | None, msg: str) -> None:
+        if bar is not None:
+            bar.write(msg)
+        else:
+            self._print(msg)
+
+    def _log_window(self) -> dict[str, Any] | None:
+        """One ``train`` record for the updates since the last one (none if there were none)."""
+        w = self._window
+        if w["steps"] == 0:
+            return
+        rec = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.batcher.epoch,
+            "loss": w["loss"] / max(w["tokens"], 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_per_s": w["all"] / max(time.perf_counter() - w["t0"], 1e-9),
+            "alpha": _alpha_record(self.model),
+            "time": round(self.elapsed, 2),
+        }
+        self.logger.log(rec)
+        self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
+        return rec
+
+    def _loop(self, bar: _Progress | None) -> str:
         cfg = self.cfg
         batches = self._batches()
         stopped = "max_steps"
-        pbar = None
-        if self.dist.is_main and not self.quiet:
-            from tqdm import tqdm
-
-            pbar = tqdm(
-                total=cfg.max_steps, initial=self.step, desc="train", unit="step", mininterval=2.0, dynamic_ncols=True
-            )
         if self.step == 0:  # the initial α, so trajectories start where training starts
             self.logger.log({"kind": "init", "step": 0, "alpha": _alpha_record(self.model)})
-        win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
-        t_start = time.perf_counter() - self.elapsed
+        self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes  # seconds, this session
+        t_start, session_t0, session_steps = time.perf_counter() - self.elapsed, time.perf_counter(), 0
+        warned_warmup = False
         while self.step < cfg.max_steps:
             micro = []
             for _ in range(cfg.accum_steps):
@@ -443,38 +760,43 @@ class _Trainer:
             if not micro:
                 stopped = "max_epochs"
                 break
-            loss, ntok, nall = self._train_step(micro)
+            try:
+                loss, ntok, nall = self._train_step(micro)
+            except TrainingDiverged:
+                self._log_window()  # the α trajectory up to the last good update
+                raise
             self.step += 1
-            self.elapsed = time.perf_counter() - t_start
-            win_loss, win_tok, win_all = win_loss + loss, win_tok + ntok, win_all + nall
-            if pbar is not None:
-                pbar.update(1)
-            if self.step % cfg.log_every == 0:
-                dt = time.perf_counter() - win_t0
-                rec = {
-                    "kind": "train",
-                    "step": self.step,
-                    "epoch": self.batcher.epoch,
-                    "loss": win_loss / max(win_tok, 1),
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "tokens_per_s": win_all / max(dt, 1e-9),
-                    "alpha": _alpha_record(self.model),
-                    "time": round(self.elapsed, 2),
-                }
-                self.logger.log(rec)
-                if pbar is not None:
-                    pbar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-                win_loss, win_tok, win_all, win_t0 = 0.0, 0, 0, time.perf_counter()
-            out_of_time = cfg.max_minutes is not None and self.elapsed >= 60 * cfg.max_minutes
-            if cfg.max_minutes is not None and self.dist.enabled:
+            session_steps += 1
+            now = time.perf_counter()
+            self.elapsed, self.session_elapsed = now - t_start, now - session_t0
+            w = self._window
+            w["steps"], w["loss"] = w["steps"] + 1, w["loss"] + loss
+            w["tokens"], w["all"] = w["tokens"] + ntok, w["all"] + nall
+            rec = self._log_window() if self.step % cfg.log_every == 0 else None
+            stop_at = _expected_stop(self.step, cfg.max_steps, session_steps, self.session_elapsed, budget)
+            if bar is not None:
+                bar.update(self.step, stop_at, self.session_elapsed, budget, rec)
+            if not warned_warmup and budget and session_steps >= 10 and self.session_elapsed >= min(2, budget / 20):
+                warned_warmup = True
+                if stop_at < cfg.warmup_steps:
+                    self._note(
+                        bar,
+                        f"note: at this speed max_minutes={cfg.max_minutes:g} stops the run near update {stop_at}, "
+                        f"before its learning-rate warmup ends (warmup_steps={cfg.warmup_steps}): set max_steps to "
+                        "about that (the automatic warmup scales with it) or a smaller warmup_steps",
+                    )
+            out_of_time = budget is not None and self.session_elapsed >= budget
+            if budget is not None and self.dist.enabled:
                 out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
             if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
+                self._log_window()  # the training record of a step before its validation (a no-op if just logged)
                 if self._validate_and_save():
                     stopped = "patience"
                     break
             if out_of_time:
                 stopped = "max_minutes"
                 break
+        self._log_window()  # the last update is always logged (analyze's α trajectory ends where training ended)
         if self._saved_step != self.step:
             self._validate_and_save()
         if self.dist.enabled:  # every rank must hold the same weights: record their checksums
@@ -485,11 +807,7 @@ class _Trainer:
             every = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
             torch.distributed.all_gather(every, mine)
             self.logger.log({"kind": "final", "step": self.step, "rank_weight_hashes": [int(x) for x in every]})
-        if pbar is not None:
-            pbar.close()
-        self.logger.close()
-        best = self.ckpts.best() or self.ckpts.latest()
-        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+        return stopped
 
     def _validate_and_save(self) -> bool:
         """Validate, checkpoint; True when early stopping triggers."""
@@ -515,16 +833,30 @@ class _Trainer:
         return bool(t.item())
 
 
+def _launch_rank() -> int:
+    """This process's rank as ``torchrun`` announces it (0 outside a distributed launch)."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def train(
     cfg: TrainConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False, overwrite: bool = False
 ) -> TrainResult:
     """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`.
 
     ``resume`` continues from the run folder's latest checkpoint; without it a folder that already holds
-    checkpoints is an error unless ``overwrite`` (which deletes them first).
+    checkpoints is an error unless ``overwrite`` (which deletes them first). The run folder is locked for the
+    whole call (:class:`~adasparse.train.lock.RunLock`): a second run on it fails at once naming this one's PID.
+    In a distributed run rank 0 takes the lock before the process group forms, so no rank touches the folder
+    before it is held.
     """
-    trainer = _Trainer(cfg, Path(run_dir), resume, quiet, overwrite)
-    try:
-        return trainer.fit()
-    finally:
-        cleanup_distributed()
+    if resume and overwrite:
+        raise ValueError(
+            "--resume and --overwrite contradict each other: --resume continues the run in --out, "
+            "--overwrite deletes it and starts again; give one of them"
+        )
+    run_dir = Path(run_dir)
+    with RunLock(run_dir, enabled=_launch_rank() == 0):
+        try:
+            return _Trainer(cfg, run_dir, resume, quiet, overwrite).fit()
+        finally:
+            cleanup_distributed()

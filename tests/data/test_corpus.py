@@ -106,3 +106,42 @@ def test_find_corpus_without_training_files(tmp_path):
     _write(tmp_path / "test.de", ["a"])
     with pytest.raises(FileNotFoundError, match="no training files"):
         find_corpus(tmp_path, "de", "en")
+
+
+def test_damaged_gzip_names_the_file(tmp_path):
+    good = _write(tmp_path / "a.gz", [f"line {i}" for i in range(2000)], gz=True)
+    raw = good.read_bytes()
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"cut.gz: the gzip file is damaged or cut short"):
+        read_lines(cut)
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0xFF
+    (tmp_path / "bad.gz").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"bad.gz: the gzip file is damaged"):
+        read_lines(tmp_path / "bad.gz")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        read_lines(tmp_path)
+
+
+def test_validation_prefix_is_recognised(tmp_path):
+    for split in ("train", "validation"):
+        _write(tmp_path / f"{split}.de", ["a"])
+        _write(tmp_path / f"{split}.en", ["b"])
+    files = find_corpus(tmp_path, "de", "en")
+    assert files.has("valid") and files.get("valid") == (tmp_path / "validation.de", tmp_path / "validation.en")
+
+
+def test_decode_lines_names_the_stream():
+    from adasparse.data.corpus import decode_lines
+
+    assert list(decode_lines([b" a b \n", b"\n"], "<stdin>")) == ["a b", ""]
+    with pytest.raises(ValueError, match=r"<stdin>: line 2 is not valid UTF-8"):
+        list(decode_lines([b"ok\n", b"\xff\n"], "<stdin>"))
+
+
+def test_unreadable_corpus_json_names_it(tmp_path):
+    _write(tmp_path / "train.de", ["a"]), _write(tmp_path / "train.en", ["b"])
+    (tmp_path / "corpus.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"corpus.json is not valid JSON"):
+        find_corpus(tmp_path)

@@ -117,3 +117,20 @@ def test_config_and_load_errors(tmp_path):
     (tmp_path / "tgt.vocab.json").unlink()
     with pytest.raises(FileNotFoundError, match="tgt.vocab.json"):
         TokenizerPair.load(tmp_path)
+
+
+def test_auto_vocab_size_fits_the_text():
+    from adasparse.data.tokenizer import auto_vocab_size, min_vocab_size
+
+    lines = ["ab cd ef"] * 100  # 300 words, 6 characters
+    assert min_vocab_size(lines) == 6 + 1 + 4  # characters, ▁, the special pieces
+    assert auto_vocab_size(lines) == 300 // 20
+    assert auto_vocab_size(["ab"] * 10) == min_vocab_size(["ab"])  # at least every character
+    assert auto_vocab_size(["a b"] * 10**6) == 8000  # capped
+
+
+def test_sentencepiece_vocab_too_small_is_a_clear_error():
+    from adasparse.data.tokenizer import SentencePieceTokenizer
+
+    with pytest.raises(ValueError, match=r"vocab_size=10 is too small for this text: SentencePiece needs at least"):
+        SentencePieceTokenizer.train(["abcdefghijklmnop qrstuvwxyz"] * 20, TokenizerConfig(vocab_size=10))

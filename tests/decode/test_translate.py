@@ -69,4 +69,16 @@ def test_translate_lines_respects_the_model_positions():
     for beam in (1, 2):
         with pytest.warns(UserWarning, match="1 input lines are longer than 12 tokens"):
             out = translate_lines(model, pair, lines, SearchConfig(beam_size=beam, max_len=100))
-        assert [len(h.split()) for h in out] == [12, 12, 12]  # max_len outputs, eos (never chosen) excluded
+        assert [len(h.split()) for h in out] == [12, 0, 12]  # max_len outputs (eos never chosen); blank stays blank
+
+
+def test_blank_lines_give_blank_lines_without_running_the_model():
+    lines = ["a b", "", "   ", "b"]
+    pair = TokenizerPair.train(lines, lines, TokenizerConfig(kind="whitespace"))
+    model = CopyModel(pair.tgt.vocab_size)
+    seen = []
+    encode = model.encode
+    model.encode = lambda src, mask: seen.append(src.shape[0]) or encode(src, mask)
+    assert translate_lines(model, pair, lines, SearchConfig(beam_size=2)) == ["a b", "", "", "b"]
+    assert sum(seen) == 2  # only the two non-blank lines were encoded
+    assert translate_lines(model, pair, ["", " "]) == ["", ""] and sum(seen) == 2

@@ -15,6 +15,7 @@ from torch import nn
 from adasparse.data.tokenizer import TokenizerConfig, TokenizerPair
 from adasparse.train.checkpoint import (
     CheckpointManager,
+    CorruptCheckpointError,
     atomic_write_text,
     capture_rng_state,
     flatten_state,
@@ -172,12 +173,15 @@ def test_keep_last_k_and_best(tmp_path):
     assert high.best().name == "step_00000006" and [p.name for p in high.checkpoints()] == ["step_00000006"]
 
 
-def test_latest_without_pointer(tmp_path):
+def test_latest_is_the_highest_step_whatever_the_pointer_says(tmp_path):
     mgr = CheckpointManager(tmp_path, keep_last=5)
     _save(mgr, 1), _save(mgr, 20), _save(mgr, 3)
-    assert mgr.latest().name == "step_00000003"  # the pointer names the last saved
+    assert mgr.latest().name == "step_00000020"
+    assert json.loads((mgr.root / "latest.json").read_text())["name"] == "step_00000020"
     (mgr.root / "latest.json").unlink()
-    assert mgr.latest().name == "step_00000020"  # fallback: highest step
+    assert mgr.latest().name == "step_00000020"
+    CheckpointManager(tmp_path)  # a writable manager rewrites the missing pointer
+    assert json.loads((mgr.root / "latest.json").read_text()) == {"name": "step_00000020", "step": 20}
 
 
 def test_missing_files_are_named(tmp_path):
@@ -185,7 +189,10 @@ def test_missing_files_are_named(tmp_path):
     path = _save(mgr, 1)
     (path / "trainer_state.safetensors").unlink()
     (path / "config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="missing config.json, trainer_state.safetensors"):
+    with pytest.raises(CorruptCheckpointError, match="incomplete: .*config.json is missing"):
+        load_checkpoint(path)
+    (path / "manifest.json").unlink()  # the older format: the required files are listed
+    with pytest.raises(CorruptCheckpointError, match="missing config.json, trainer_state.safetensors"):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "elsewhere")
@@ -207,7 +214,7 @@ _CRASH = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("crash_at", ["trainer_state.json", "latest.json"])
+@pytest.mark.parametrize("crash_at", ["trainer_state.json", "manifest.json", "latest.json", "best.json"])
 def test_crash_mid_write_keeps_previous_checkpoint(tmp_path, crash_at):
     mgr = CheckpointManager(tmp_path, keep_last=1)
     mgr.save(1, metric=1.0, model_state={"w": torch.full((3,), 1.0)}, config={"v": 1}, trainer_state={"step": 1})
@@ -216,13 +223,16 @@ def test_crash_mid_write_keeps_previous_checkpoint(tmp_path, crash_at):
     assert proc.returncode == 9, proc.stderr.decode()
     mgr = CheckpointManager(tmp_path, keep_last=1)  # cleans up temporary leftovers
     assert not list(mgr.root.glob(".*tmp*"))
-    if crash_at == "trainer_state.json":  # died while assembling: the new checkpoint never appeared
+    if crash_at in ("trainer_state.json", "manifest.json"):  # died while assembling: it never appeared
         assert [p.name for p in mgr.checkpoints()] == ["step_00000001"]
         ck = load_checkpoint(tmp_path)
         assert ck.config == {"v": 1} and ck.model_state["w"].tolist() == [1.0, 1.0, 1.0]
-    else:  # died after the rename, before the pointer: both complete, the pointer still names the old one
-        assert load_checkpoint(mgr.latest()).config == {"v": 1}
-        assert load_checkpoint(mgr.root / "step_00000002").config == {"v": 2}
+    else:  # died after the rename, before or between the pointer writes: the pointers are repaired
+        assert load_checkpoint(mgr.latest()).config == {"v": 2}
+        assert mgr.best().name == "step_00000002" and mgr.best_metric() == 0.5  # 0.5 beats 1.0
+        assert [p.name for p in mgr.checkpoints()] == ["step_00000001", "step_00000002"]  # pruned at the next save
+        for name in ("latest", "best"):
+            assert json.loads((mgr.root / f"{name}.json").read_text())["name"] == "step_00000002"
 
 
 def test_overwrite_failure_keeps_old_content(tmp_path, monkeypatch):
@@ -244,3 +254,140 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_text(f, "old")
     atomic_write_text(f, "new content")
     assert f.read_text() == "new content" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def _ckpt_with_tokenizer(tmp_path):
+    pair = TokenizerPair.train(["a b c"], ["d e"], TokenizerConfig(kind="whitespace"))
+    model = Tiny()
+    return save_checkpoint(
+        tmp_path / "ck", model_state=model.state_dict(), config={"v": 1}, trainer_state={"step": 1}, tokenizer=pair
+    )
+
+
+def _flip_bit(path: Path, at: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if at is None else at
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage, file, message",
+    [
+        (lambda p: _flip_bit(p / "model.safetensors"), "model.safetensors", "SHA-256 differs"),
+        (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-9]),
+         "model.safetensors", "cut short"),
+        (lambda p: _flip_bit(p / "trainer_state.safetensors"), "trainer_state.safetensors", "SHA-256 differs"),
+        (lambda p: (p / "config.json").write_text("{}"), "config.json", "cut short or overwritten"),
+        (lambda p: (p / "tokenizer" / "joint.vocab.json").unlink(), "tokenizer/joint.vocab.json", "is missing"),
+        (lambda p: (p / "manifest.json").write_text((p / "manifest.json").read_text().replace('"size": ', '"size": 1', 1)),
+         "manifest.json", "damaged"),
+    ],
+)  # fmt: skip
+def test_every_file_is_verified_and_the_damaged_one_named(tmp_path, damage, file, message):
+    path = _ckpt_with_tokenizer(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {
+        "model.safetensors", "config.json", "trainer_state.json", "trainer_state.safetensors",
+        "tokenizer/tokenizer.json", "tokenizer/joint.vocab.json",
+    }  # fmt: skip
+    assert load_checkpoint(path).manifest == manifest
+    damage(path)
+    with pytest.raises(CorruptCheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(path / file) in str(info.value)
+
+
+def test_checkpoint_without_manifest_loads_with_a_warning(tmp_path, caplog):
+    path = _ckpt_with_tokenizer(tmp_path)
+    (path / "manifest.json").unlink()  # as written before manifests existed
+    with caplog.at_level("WARNING", logger="adasparse.train.checkpoint"):
+        ck = load_checkpoint(path)
+    assert ck.manifest is None and ck.config == {"v": 1}
+    assert "has no manifest.json (written by an older adasparse): its files cannot be verified" in caplog.text
+    (path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")  # unverifiable, but unreadable
+    with pytest.raises(CorruptCheckpointError, match="model.safetensors is not a readable safetensors file"):
+        load_checkpoint(path)
+
+
+def test_non_finite_metric_is_never_best(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    _save(mgr, 1, float("nan"))
+    assert mgr.best() is None and not mgr.is_better(float("nan")) and not mgr.is_better(float("inf"))
+    _save(mgr, 2, 3.0), _save(mgr, 3, float("nan")), _save(mgr, 4, float("-inf"))
+    assert mgr.best().name == "step_00000002" and mgr.best_metric() == 3.0
+    assert [p.name for p in mgr.checkpoints()] == ["step_00000002", "step_00000004"]
+
+
+@pytest.mark.parametrize("pointer", [[], {"name": "../../other/checkpoints/step_00000001"}, "{not json", {"x": 1}])
+def test_pointers_never_lead_outside_the_run(tmp_path, caplog, pointer):
+    other = CheckpointManager(tmp_path / "other", keep_last=3)
+    _save(other, 1, 0.1)
+    mgr = CheckpointManager(tmp_path / "run", keep_last=3)
+    _save(mgr, 1, 5.0), _save(mgr, 2, 4.0)
+    text = pointer if isinstance(pointer, str) else json.dumps(pointer)
+    (mgr.root / "best.json").write_text(text)
+    with caplog.at_level("WARNING", logger="adasparse.train.checkpoint"):
+        fresh = CheckpointManager(tmp_path / "run", create=False)
+        assert fresh.best() == mgr.root / "step_00000002"
+    assert "ignoring" in caplog.text and "best.json" in caplog.text
+    CheckpointManager(tmp_path / "run")  # writable: repaired from the manifests
+    assert json.loads((mgr.root / "best.json").read_text())["name"] == "step_00000002"
+
+
+def test_older_checkpoints_keep_their_best_json(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    for step, metric in ((1, 2.0), (2, 1.0), (3, 3.0)):
+        _save(mgr, step, metric)
+        (mgr.root / mgr.name_for(step) / "manifest.json").unlink()  # as written before manifests
+    (mgr.root / "best.json").write_text(json.dumps({"name": "step_00000002", "step": 2, "metric": 1.0}))
+    assert mgr.best().name == "step_00000002" and mgr.best_metric() == 1.0
+    _save(mgr, 4, 0.5)  # a new checkpoint with a manifest beats it
+    assert mgr.best().name == "step_00000004"
+
+
+_KILL_IN_PRUNE = textwrap.dedent(
+    """
+    import os, shutil, sys, torch
+    import adasparse.train.checkpoint as ck
+    def dies_halfway(path, ignore_errors=False):
+        files = sorted(p for p in __import__("pathlib").Path(path).rglob("*") if p.is_file())
+        files[0].unlink()  # one file gone, then killed
+        os._exit(9)
+    ck.shutil.rmtree = dies_halfway
+    mgr = ck.CheckpointManager(sys.argv[1], keep_last=1)
+    mgr.save(3, metric=9.0, model_state={"w": torch.full((3,), 3.0)}, config={"v": 3}, trainer_state={"step": 3})
+    """
+)
+
+
+def test_kill_during_pruning_leaves_nothing_half_deleted(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=1)
+    for step in (1, 2):
+        mgr.save(step, metric=float(step), model_state={"w": torch.ones(3)}, config={"v": step}, trainer_state={})
+    assert [p.name for p in mgr.checkpoints()] == ["step_00000001", "step_00000002"]  # 1 is the best
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", _KILL_IN_PRUNE, str(tmp_path)], env=env, capture_output=True)
+    assert proc.returncode == 9, proc.stderr.decode()
+    # step 2 was being deleted: it is out of sight (a hidden trash folder), not a half-deleted step_00000002
+    assert [p.name for p in CheckpointManager(tmp_path, create=False).checkpoints()] == [
+        "step_00000001",
+        "step_00000003",
+    ]
+    assert any(p.name.startswith(".trash-step_00000002") for p in mgr.root.iterdir())
+    CheckpointManager(tmp_path, keep_last=1)  # the next run clears the trash
+    assert sorted(p.name for p in mgr.root.iterdir()) == ["best.json", "latest.json", "step_00000001", "step_00000003"]
+    for p in CheckpointManager(tmp_path, create=False).checkpoints():
+        load_checkpoint(p)  # both verify
+
+
+def test_half_deleted_older_folder_is_not_listed_and_is_cleared(tmp_path, caplog):
+    mgr = CheckpointManager(tmp_path, keep_last=3)
+    _save(mgr, 1), _save(mgr, 2)
+    half = mgr.root / "step_00000001"
+    (half / "manifest.json").unlink()
+    (half / "model.safetensors").unlink()  # what an older adasparse's interrupted rmtree could leave
+    assert [p.name for p in CheckpointManager(tmp_path, create=False).checkpoints()] == ["step_00000002"]
+    with caplog.at_level("WARNING", logger="adasparse.train.checkpoint"):
+        CheckpointManager(tmp_path)
+    assert "removing the incomplete checkpoint folder" in caplog.text and not half.exists()

@@ -33,6 +33,13 @@ from adasparse.train.config import TrainConfig, load_train_config, parse_overrid
         ("attention", [1.5]),
         ("model.d_model", "abc"),
         ("model.d_modle", 64),
+        ("max_minutes", float("nan")),
+        ("max_minutes", float("inf")),
+        ("lr", float("nan")),
+        ("clip_norm", float("inf")),
+        ("vocab_size", 0),
+        ("warmup_steps", -1),
+        ("log_every", 2.5),
     ],
 )
 def test_bad_option_is_a_value_error_naming_it(key, value):
@@ -96,3 +103,35 @@ def test_exponent_numbers_are_numbers_on_the_command_line_and_in_files(tmp_path)
 def test_unparsable_set_value_is_a_value_error():
     with pytest.raises(ValueError, match=r"--set 'betas=\[0.9,'"):
         parse_overrides(["betas=[0.9,"])
+
+
+@pytest.mark.parametrize(
+    "options, says",
+    [
+        ({"data_dir": "d", "train_src": "a", "train_tgt": "b"}, r"either data_dir \(--data.*train_src/train_tgt \(--src, --tgt\), not both"),
+        ({"data_dir": "d", "valid_src": "a"}, r"valid_src \(--valid-src\), not both"),
+        ({"train_src": "a", "train_tgt": "b", "src_lang": "de"}, r"src_lang \(--src-lang\) .* need data_dir"),
+        ({"train_src": "a", "train_tgt": "b", "valid_src": "c"}, r"valid_src \(--valid-src\) needs valid_tgt"),
+        ({"train_src": "a", "train_tgt": "b", "valid_tgt": "c"}, r"valid_tgt \(--valid-tgt\) needs valid_src"),
+        ({"train_src": "a", "train_tgt": "b", "patience": 3}, r"patience=3 stops on validation"),
+    ],
+)  # fmt: skip
+def test_contradictory_or_ignored_options_are_errors(options, says):
+    with pytest.raises(ValueError, match=says):
+        TrainConfig(**options)
+
+
+def test_resume_differences_name_what_may_not_change():
+    from adasparse.train.config import RESUMABLE_OPTIONS, resume_differences
+
+    saved = TrainConfig(data_dir="d", warmup_steps=40, vocab_size=500, log_every=5).to_dict()
+    same = TrainConfig(data_dir="elsewhere", max_steps=7, max_minutes=3, device="cpu")  # autos None: the run's
+    assert resume_differences(saved, same) == []
+    other = TrainConfig(data_dir="d", lr=1e-3, preset="tiny", warmup_steps=50)
+    assert resume_differences(saved, other) == [
+        "preset (--preset): 'small' → 'tiny'", "lr: 0.0007 → 0.001", "warmup_steps: 40 → 50",
+    ]  # fmt: skip
+    older = {k: v for k, v in saved.items() if k != "lr"}  # an older version's checkpoint: missing keys agree
+    assert resume_differences(older, TrainConfig(data_dir="d", lr=1e-3)) == []
+    assert {"max_steps", "max_minutes", "patience", "data_dir"} <= set(RESUMABLE_OPTIONS)
+    assert not {"lr", "seed", "preset", "attention", "batch_tokens", "tokenizer"} & set(RESUMABLE_OPTIONS)

@@ -1,6 +1,7 @@
 """The training loop end to end: train → checkpoint → translate → evaluate, exact resume after SIGKILL, DDP."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -263,12 +264,135 @@ def test_alpha_lr_scale_moves_theta_faster(tmp_path):
     assert len(_param_groups(model, _toy_config(data))) == 2
 
 
-def test_resume_with_a_different_model_is_a_clear_error(tmp_path):
+def test_resume_with_other_options_is_a_clear_error(tmp_path):
     data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
     train(_toy_config(data, max_steps=2, valid_every=2), tmp_path / "run", quiet=True)
-    with pytest.raises(ValueError, match=r"cannot resume .*context: 'learned' → 'softmax'.*enc_self"):
+    with pytest.raises(ValueError, match=r"cannot resume .*attention \(--attention\): 'learned' → 'softmax'"):
         train(_toy_config(data, max_steps=4, attention="softmax"), tmp_path / "run", resume=True, quiet=True)
-    with pytest.raises(ValueError, match=r"cannot resume .*other optimizer options \(alpha_lr_scale: 1.0 → 5.0\)"):
-        train(_toy_config(data, max_steps=4, alpha_lr_scale=5.0), tmp_path / "run", resume=True, quiet=True)
-    # the same model with other run options (more steps) resumes
+    with pytest.raises(ValueError, match=r"other options \(alpha_lr_scale: 1.0 → 5.0; seed \(--seed\): 3 → 4\).*only "):
+        train(_toy_config(data, max_steps=4, alpha_lr_scale=5.0, seed=4), tmp_path / "run", resume=True, quiet=True)
+    # the same run with other run-length options (more steps) resumes
     assert train(_toy_config(data, max_steps=4), tmp_path / "run", resume=True, quiet=True).step == 4
+
+
+def test_resume_takes_the_runs_own_options(tmp_path, capsys):
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    train(_toy_config(data, max_steps=2, valid_every=2), tmp_path / "run", quiet=True)
+    # no --data, --preset, ...: they come from the checkpoint; --set max_steps may change
+    assert cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--set", "max_steps=4"]) == 0
+    assert "finished at step 4" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step_00000004" / "config.json").read_text())["train"]
+    assert saved["preset"] == "tiny" and saved["max_steps"] == 4 and saved["warmup_steps"] == 10
+    # a flag given again must agree with the run's
+    rc = cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--preset", "small", "--set", "max_steps=6"])
+    assert rc == 2 and "preset (--preset): 'tiny' → 'small'" in capsys.readouterr().err
+    rc = cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--set", "lr=0.1"])
+    assert rc == 2 and "lr: 0.003 → 0.1" in capsys.readouterr().err
+    rc = cli_main(["train", "--out", str(tmp_path / "run"), "--resume", "--quiet", "--preset", "tiny",
+                   "--set", "max_steps=5"])  # fmt: skip
+    assert rc == 0
+
+
+def test_time_budget_counts_this_session_only(tmp_path):
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, max_steps=100_000, valid_every=100_000, max_minutes=1.5 / 60)  # 1.5 s
+    first = train(cfg, tmp_path / "run", quiet=True)
+    assert first.stopped_because == "max_minutes"
+    again = train(cfg, tmp_path / "run", resume=True, quiet=True)
+    assert again.stopped_because == "max_minutes"
+    # the first session's 1.5 s are not counted again: the second trains its own 1.5 s, not a single update
+    assert again.step - first.step >= 3
+    times = [r["time"] for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"]
+    assert times == sorted(times) and times[-1] >= 3.0  # the log's time is the run's total training time
+
+
+def test_progress_bar_counts_to_the_budget_that_stops_the_run(tmp_path, capsys):
+    from adasparse.train.trainer import _expected_stop
+
+    assert _expected_stop(10, 1000, 10, 5.0, None) == 1000  # no time budget: max_steps
+    assert _expected_stop(10, 1000, 10, 5.0, 20.0) == 40  # 2 updates/s, 15 s left
+    assert _expected_stop(10, 20, 10, 5.0, 20.0) == 20  # max_steps binds first
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, max_steps=100_000, valid_every=100_000, max_minutes=1.5 / 60, warmup_steps=4000)
+    res = train(cfg, tmp_path / "run")
+    out, err = capsys.readouterr()
+    bar = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("train (≤ 0.025 min)")]
+    assert bar and f"{res.step}/{res.step}" in bar[-1] and "left=0:00" in bar[-1]
+    assert not any("100000" in line for line in bar)  # never the max_steps the time budget will not reach
+    assert "before its learning-rate warmup ends (warmup_steps=4000)" in out + err
+
+
+def test_defaults_scale_to_the_data_and_the_last_step_is_logged(tmp_path, capsys):
+    from adasparse.data.tokenizer import auto_vocab_size, min_vocab_size
+
+    data = _toy_corpus(tmp_path / "data", n_train=200, n_valid=8)
+    cfg = _toy_config(data, tokenizer="bpe", vocab_size=None, warmup_steps=None, log_every=None, max_steps=7)
+    train(cfg, tmp_path / "run")
+    out = capsys.readouterr().out
+    text = [line for side in ("in", "out") for line in (data / f"train.{side}").read_text().splitlines()]
+    auto = auto_vocab_size(text)
+    words = sum(len(line.split()) for line in text)
+    assert auto == max(min_vocab_size(text), words // 20) and auto < 8000
+    assert f"vocab_size {auto} (one piece per 20 of the {words} training words" in out
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step_00000007" / "config.json").read_text())
+    assert (saved["train"]["vocab_size"], saved["train"]["warmup_steps"], saved["train"]["log_every"]) == (auto, 1, 1)
+    assert saved["model"]["src_vocab_size"] <= auto  # SentencePiece's soft limit: no more pieces than asked
+    # a run whose length is not a multiple of log_every still logs its last update
+    train(_toy_config(data, max_steps=7, log_every=5), tmp_path / "run2", quiet=True)
+    log = [(r["kind"], r["step"]) for r in read_log(tmp_path / "run2" / "log.jsonl") if r["kind"] != "init"]
+    # log_every=5, valid_every=4: a validation's step has its training record first (4), the last update too (7)
+    assert log == [("train", 4), ("valid", 4), ("train", 5), ("train", 7), ("valid", 7)]
+    from adasparse.train.config import TrainConfig as TC
+
+    assert (TC().vocab_size, TC().warmup_steps, TC().log_every) == (None, None, None)
+
+
+def test_resume_skips_a_damaged_checkpoint_and_still_ends_bit_identical(tmp_path, caplog):
+    import shutil
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, max_steps=8, valid_every=4)
+    full = train(cfg, tmp_path / "full", quiet=True)
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "full", run)
+    weights = run / "checkpoints" / "step_00000008" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one flipped bit
+    weights.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        resumed = train(cfg, run, resume=True, quiet=True)
+    assert "skipping step_00000008" in caplog.text and "model.safetensors is damaged" in caplog.text
+    assert (run / "checkpoints" / "step_00000008.damaged").is_dir()  # kept for inspection, never listed
+    assert resumed.step == 8
+    a, b = _weights(full.run_dir / "checkpoints" / "step_00000008"), _weights(run / "checkpoints" / "step_00000008")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # nothing intact left: a clear error, not a silent fresh start
+    for ck in CheckpointManager(run, create=False).checkpoints():
+        (ck / "trainer_state.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot resume .*no intact checkpoint .*trainer_state.safetensors is damaged"):
+        train(cfg, run, resume=True, quiet=True)
+
+
+@pytest.mark.parametrize("attention", ["learned", "softmax"])
+def test_divergence_ends_the_run_naming_the_step_and_saves_no_nan(tmp_path, attention):
+    from adasparse.train.trainer import TrainingDiverged
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    cfg = _toy_config(data, attention=attention, lr=1e5, warmup_steps=10, max_steps=60, valid_every=10, log_every=50)
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step \d+: the loss per token is") as info:
+        train(cfg, tmp_path / "run", quiet=True)
+    # caught at the loss/gradient, before a NaN reaches α (whose own check would say "alpha must be finite")
+    assert "alpha" not in str(info.value) and "lr=100000" in str(info.value)
+    step = info.value.step
+    assert not (math.isfinite(info.value.loss) and math.isfinite(info.value.grad_norm))
+    ckpts = CheckpointManager(tmp_path / "run", create=False)
+    assert bool(ckpts.checkpoints()) == (step > 10)  # the validations (every 10 updates) before it were saved
+    assert all(CheckpointManager.step_of(p) < step for p in ckpts.checkpoints())
+    for p in ckpts.checkpoints():
+        assert all(torch.isfinite(t).all() for t in _weights(p).values()), p
+    best = ckpts.best()
+    assert best is None or math.isfinite(ckpts.best_metric())
+    # the log ends with the last good update, its α finite (analyze gets a trajectory)
+    last = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"][-1]
+    assert last["step"] == step - 1
+    assert all(math.isfinite(a) for layers in last["alpha"].values() for row in layers for a in row)
