@@ -25,7 +25,7 @@ def main() -> int:
     target = torch.randint(0, 10, (4, 64))
     opt = torch.optim.Adam([scores, *alpha.parameters()], lr=0.1)
     for _ in range(100):
-        loss = entmax_loss(scores, target, alpha=alpha().view(4, 1, 1))
+        loss = entmax_loss(scores, target, alpha=alpha().view(4, 1, 1), reduction="mean")
         opt.zero_grad()
         loss.backward()
         opt.step()

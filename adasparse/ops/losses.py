@@ -9,11 +9,16 @@ with H_α the Tsallis entropy (Shannon at α = 1, where L is the cross-entropy).
 one-hot y happens as soon as the target's score beats the others by a margin (α > 1), unlike
 the cross-entropy. Because p maximises pᵀz + H_α(p), the envelope theorem gives the gradient in
 α without differentiating p: ∂L/∂α = ∂_α H_α(p) − ∂_α H_α(y).
+
+``sparsemax_loss`` and ``entmax15_loss`` are the ``entmax`` package's names, so they return what the
+package returns: **one loss per sample** (``reduction="none"``), and take its partial-sort argument ``k``
+third; ``entmax_loss`` follows them. Pass ``reduction="mean"`` or ``"sum"`` for a scalar.
 """
 
 from __future__ import annotations
 
-from numbers import Real
+import math
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
@@ -81,17 +86,19 @@ def entmax_loss(
     target: Tensor,
     alpha: float | Tensor = 1.5,
     ignore_index: int = -100,
-    reduction: str = "mean",
+    reduction: str = "none",
     label_smoothing: float = 0.0,
 ) -> Tensor:
     r"""Fenchel–Young loss of α-entmax: ``H_α(p) − H_α(y) + (p − y)ᵀz`` with ``p = entmax_α(z)``.
 
     Args:
-        logits: scores ``(..., C)``; classes on the **last** dim. ``-inf`` masks a class.
+        logits: scores ``(..., C)``; classes on the **last** dim. ``-inf`` masks a class (a target
+            on a masked class costs ``inf``).
         target: class indices ``(...)`` (int64); entries equal to ``ignore_index`` add nothing.
         alpha: number ≥ 1 (1 = cross-entropy) or tensor broadcastable to ``(..., 1)``; may
             require grad (the loss then gives ∂L/∂α).
-        reduction: ``"mean"`` (over non-ignored targets), ``"sum"`` or ``"none"`` (shape ``(...)``).
+        reduction: ``"none"`` (the default, as in the ``entmax`` package: one loss per sample, shape
+            ``(...)``, 0 where ignored), ``"mean"`` (over non-ignored targets) or ``"sum"``.
         label_smoothing: ε in [0, 1): y = (1 − ε)·onehot + ε/C.
 
     The gradient in the logits is exactly ``p − y`` (times the reduction's weight).
@@ -133,6 +140,10 @@ def entmax_loss(
         av = _check_alpha_value(alpha)
         a = torch.full((1, 1), av, dtype=cd, device=z.device).expand(z.shape[0], 1)
         loss, _ = _FYLoss.apply(z.to(cd), y, a, av, False)
+    # a target on a masked class (score −inf) cannot be predicted: its loss is +inf (the masked classes' 0 · (−inf)
+    # terms are dropped above, which would otherwise hide it)
+    target_masked = z.gather(1, tc.unsqueeze(1)).squeeze(1) == -math.inf
+    loss = torch.where(keep & target_masked, math.inf, loss)
     loss = torch.where(keep, loss, torch.zeros_like(loss))
     if reduction == "none":
         return loss.reshape(target.shape).to(logits.dtype)
@@ -141,11 +152,48 @@ def entmax_loss(
     return (loss.sum() / keep.sum().clamp_min(1)).to(logits.dtype)
 
 
-def sparsemax_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
-    """Sparsemax loss: :func:`entmax_loss` with α = 2 (Martins & Astudillo 2016)."""
-    return entmax_loss(logits, target, alpha=2.0, **kwargs)
+def _check_k(k) -> None:
+    """The ``entmax`` package's partial-sort size: it changes how the package sorts, never the result."""
+    if k is None:
+        return
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"k must be None or a positive int (how many top scores to partial-sort), got {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be None or a positive int (how many top scores to partial-sort), got {k}")
 
 
-def entmax15_loss(logits: Tensor, target: Tensor, **kwargs) -> Tensor:
-    """1.5-entmax loss: :func:`entmax_loss` with α = 1.5 (Peters, Niculae & Martins 2019)."""
-    return entmax_loss(logits, target, alpha=1.5, **kwargs)
+def sparsemax_loss(
+    logits: Tensor,
+    target: Tensor,
+    k: int | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "none",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Sparsemax loss: :func:`entmax_loss` with α = 2 (Martins & Astudillo 2016); one loss per sample by default.
+
+    ``k`` is the ``entmax`` package's partial-sort size, accepted for its callers: the exact solver here
+    does not sort, so it has no effect on the result (checked: None or a positive int).
+    """
+    _check_k(k)
+    return entmax_loss(
+        logits, target, 2.0, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
+
+
+def entmax15_loss(
+    logits: Tensor,
+    target: Tensor,
+    k: int | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "none",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """1.5-entmax loss: :func:`entmax_loss` with α = 1.5 (Peters, Niculae & Martins 2019); one loss per sample
+    by default. ``k`` as in :func:`sparsemax_loss` (no effect on the result)."""
+    _check_k(k)
+    return entmax_loss(
+        logits, target, 1.5, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
+    )
