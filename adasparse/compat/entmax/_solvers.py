@@ -113,8 +113,9 @@ def entmax_rows(z: Tensor, alpha: Tensor, n_iter: int | None, ensure_sum_one: bo
 
     def value_and_slope(tau: Tensor) -> tuple[Tensor, Tensor]:
         r = (x - tau).clamp_min(0)
-        rd1 = torch.where(r > 0, r.pow(d - 1), torch.zeros_like(r))
-        return (rd1 * r).sum(-1, keepdim=True) - 1, -d * rd1.sum(-1, keepdim=True)
+        rd = r.pow(d)  # a masked entry has r = 0 (α > 1) or r = inf (α < 1): rd = 0 either way
+        rd1 = torch.where(r > 0, rd / r, torch.zeros_like(r))
+        return rd.sum(-1, keepdim=True) - 1, -d * rd1.sum(-1, keepdim=True)
 
     a_end, b_end = -torch.ones_like(alpha), -n.pow(-am1)
     if n_iter is None:

@@ -16,6 +16,8 @@ tensor for budget sparsemax (the package returns none), and bad arguments raise 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.autograd import Function
@@ -81,7 +83,16 @@ def _fast_entmax(X: Tensor, alpha, dim: int) -> Tensor:
                 f"alpha of shape {tuple(alpha.shape)} must expand to {tuple(shape)} (X's shape {tuple(X.shape)} "
                 f"with size 1 along dim={dim}, the dim that sums to one)"
             ) from None
+    if not isinstance(alpha, Tensor) and alpha == 1.0:
+        return _softmax_masked(X, dim)
     return _entmax(X, alpha, dim)
+
+
+def _softmax_masked(X: Tensor, dim: int) -> Tensor:
+    """Softmax, with zeros and zero gradient (not NaN) on fully masked rows, as every other α gives."""
+    empty = (X == -math.inf).all(dim, keepdim=True)
+    p = torch.softmax(torch.where(empty, torch.zeros_like(X), X), dim)
+    return torch.where(empty, torch.zeros_like(p), p)
 
 
 def _entmax_values(X: Tensor, alpha, dim: int, n_iter: int | None, ensure_sum_one: bool) -> Tensor:
