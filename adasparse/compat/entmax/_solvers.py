@@ -62,10 +62,11 @@ def newton_bisect(fun: Callable[[Tensor], tuple[Tensor, Tensor]], a: Tensor, b: 
         a = torch.where(ge, t, a)
         b = torch.where(ge, b, t)
         cand = t - f / torch.where(fp != 0, fp, torch.full_like(fp, math.nan))
+        tol = 4e-16 * t.abs() + 1e-300
         inside = (cand - a) * (cand - b) < 0
-        new = torch.where(inside, cand, a + (b - a) / 2)
-        new = torch.where(f == 0, t, new)
-        done = (new - t).abs() <= 4e-16 * t.abs() + 1e-300
+        converged = (f == 0) | ((cand - t).abs() <= tol)  # (a zero step at an end of the bracket included)
+        new = torch.where(converged, t, torch.where(inside, cand, a + (b - a) / 2))
+        done = (new - t).abs() <= tol
         t = new
         if bool((done | torch.isnan(t)).all()):
             break
@@ -310,7 +311,8 @@ def normmax_backward_rows(p: Tensor, g: Tensor, alpha: Tensor, need_alpha: bool)
     pa = torch.where(pos, (a * logp).exp(), zero)  # p^α
     spa = pa.sum(-1, keepdim=True)
     ok = (spa > 0) & ~le1
-    log_q_scale = torch.where(ok, -spa.clamp_min(1e-300).log() / a, torch.zeros_like(spa))  # log Q, Q = 1/‖p‖_α
+    tiny = torch.finfo(p.dtype).tiny
+    log_q_scale = torch.where(ok, -spa.clamp_min(tiny).log() / a, torch.zeros_like(spa))  # log Q, Q = 1/‖p‖_α
     big_q = log_q_scale.exp()
     q = p * big_q
     logq = torch.where(pos, logp + log_q_scale, zero)

@@ -112,21 +112,28 @@ def _normmax_exact(z: Tensor, alpha, a: Tensor) -> Tensor:
     z' = z/(α'−1) = α z/(α−1): that mapping returns q^α, q = [z − τ]₊^{1/(α−1)}, and p = q/Σ q. (α = 2 is the
     1.5-entmax kernel.) Rows with α ≤ 1 take their vertex from :func:`normmax_rows`.
     """
-    le1 = a <= 1
-    a2 = torch.where(le1, torch.full_like(a, 2.0), a)
-    scale = (a2 / (a2 - 1)).to(z.dtype)
-    if isinstance(alpha, Tensor):
-        a_prime = (2 - 1 / a2).to(z.dtype)
+    cd = _compute_dtype(z.dtype)
+    if not isinstance(alpha, Tensor):
+        if alpha <= 1:
+            return normmax_rows(z.to(torch.float64), a, None).to(cd)
+        with torch.no_grad():
+            p_prime = _entmax(z * (alpha / (alpha - 1)), 2.0 - 1.0 / alpha, -1).to(cd)
+        q = p_prime.sqrt() if alpha == 2 else p_prime.pow(1 / alpha)
     else:
-        a_prime = 2.0 - 1.0 / float(alpha) if alpha > 1 else 1.5
-    with torch.no_grad():
-        p_prime = _entmax(z * scale, a_prime, -1).to(torch.float64)
-    q = p_prime.pow(1 / a2)
+        le1 = a <= 1
+        a2 = torch.where(le1, torch.full_like(a, 2.0), a)
+        with torch.no_grad():
+            p_prime = _entmax(z * (a2 / (a2 - 1)).to(z.dtype), (2 - 1 / a2).to(z.dtype), -1).to(cd)
+        q = p_prime.pow((1 / a2).to(cd))
+        if bool(le1.any()):
+            q = torch.where(le1, normmax_rows(z.to(torch.float64), a, None).to(cd), q)
     s = q.sum(-1, keepdim=True)
-    p = q / torch.where(s > 0, s, torch.ones_like(s))
-    if bool(le1.any()):
-        p = torch.where(le1, normmax_rows(z.to(torch.float64), a, None), p)
-    return p
+    return q / torch.where(s > 0, s, torch.ones_like(s))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; float32 and half precision are computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class EntmaxBisectFunction(Function):
@@ -202,7 +209,9 @@ class NormmaxBisectFunction(Function):
     def backward(ctx, dY):
         Y, a = ctx.saved_tensors
         need_alpha = ctx.needs_input_grad[1]
-        gz, ga = normmax_backward_rows(to_rows(Y, ctx.dim), to_rows(dY, ctx.dim), a, need_alpha)
+        cd = _compute_dtype(Y.dtype)  # the gradient has no cancellation: float32 suffices for float32 inputs
+        p, g = to_rows(Y, ctx.dim, cd), to_rows(dY, ctx.dim, cd)
+        gz, ga = normmax_backward_rows(p, g, a.to(cd), need_alpha)
         gz = from_rows(gz, dY, ctx.dim)
         ga = rows_to_param_grad(ga, Y, ctx.dim, ctx.alpha_dtype) if need_alpha else None
         return gz, ga, None, None
