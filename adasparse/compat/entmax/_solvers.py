@@ -49,28 +49,49 @@ def bisect(f_nonneg: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, n_iter: i
     return a, mid
 
 
-def newton_bisect(fun: Callable[[Tensor], tuple[Tensor, Tensor]], a: Tensor, b: Tensor) -> Tensor:
-    """Per-row root of a monotone f bracketed by ``a`` (f ≥ 0) and ``b`` (f ≤ 0), to float64 precision.
+def newton_bisect(
+    fun: Callable[..., tuple[Tensor, Tensor]],
+    a: Tensor,
+    b: Tensor,
+    data: tuple[Tensor, ...] = (),
+    start: Tensor | None = None,
+    rtol: float = 4e-16,
+) -> Tensor:
+    """Per-row root of a monotone f bracketed by ``a`` (f ≥ 0) and ``b`` (f ≤ 0), all (rows, 1).
 
-    ``fun(t)`` returns f(t) and f'(t). Newton steps from ``a``, each replaced by the bracket's midpoint when it
-    would leave the (shrinking) bracket, so it converges wherever bisection does, and quadratically near the root.
+    ``fun(t, *data)`` returns f(t) and f'(t) for the rows of ``data`` (tensors with one row per row of ``a``).
+    Newton steps from ``start`` (default ``a``), each replaced by the bracket's midpoint when it would leave the
+    (shrinking) bracket, so it converges wherever bisection does, and quadratically near the root; it stops at a
+    step below ``rtol`` relative. Rows that have converged drop out (the rest carry on, compacted).
     """
-    t = a
+    t = a if start is None else start
+    out = t.clone()
+    rows = None  # indices of the rows still iterating (None: all)
     for _ in range(_MAX_ITER):
-        f, fp = fun(t)
+        f, fp = fun(t, *data)
         ge = f >= 0
         a = torch.where(ge, t, a)
         b = torch.where(ge, b, t)
         cand = t - f / torch.where(fp != 0, fp, torch.full_like(fp, math.nan))
-        tol = 4e-16 * t.abs() + 1e-300
+        tol = rtol * t.abs() + 1e-300
         inside = (cand - a) * (cand - b) < 0
         converged = (f == 0) | ((cand - t).abs() <= tol)  # (a zero step at an end of the bracket included)
         new = torch.where(converged, t, torch.where(inside, cand, a + (b - a) / 2))
-        done = (new - t).abs() <= tol
-        t = new
-        if bool((done | torch.isnan(t)).all()):
+        go = ((new - t).abs() > tol).squeeze(-1)  # NaN rows stop (NaN > tol is False)
+        if rows is None:
+            out = new
+        else:
+            out[rows] = new
+        n_go = int(go.sum())
+        if n_go == 0:
             break
-    return t
+        if n_go < 0.5 * go.numel():
+            sel = go.nonzero().squeeze(-1)
+            rows = sel if rows is None else rows[sel]
+            new, a, b = new[sel], a[sel], b[sel]
+            data = tuple(x[sel] for x in data)
+        t = new
+    return out
 
 
 def _row_max(z: Tensor) -> Tensor:
@@ -112,23 +133,42 @@ def entmax_rows(z: Tensor, alpha: Tensor, n_iter: int | None, ensure_sum_one: bo
     def power(tau: Tensor) -> Tensor:
         return (x - tau).clamp_min(0).pow(d)
 
-    def value_and_slope(tau: Tensor) -> tuple[Tensor, Tensor]:
-        r = (x - tau).clamp_min(0)
-        rd = r.pow(d)  # a masked entry has r = 0 (α > 1) or r = inf (α < 1): rd = 0 either way
-        rd1 = torch.where(r > 0, rd / r, torch.zeros_like(r))
-        return rd.sum(-1, keepdim=True) - 1, -d * rd1.sum(-1, keepdim=True)
-
     a_end, b_end = -torch.ones_like(alpha), -n.pow(-am1)
     if n_iter is None:
-        tau = newton_bisect(value_and_slope, a_end, b_end)
+        # α > 2 rows need τ only to pick the anchor of _anchored, which then solves them exactly
+        rtol = 1e-12 if bool((am1 > 1).all()) else 4e-16
+        tau = newton_bisect(_entmax_equation, a_end, b_end, (x, d), rtol=rtol)
     else:
         _, tau = bisect(lambda t: power(t).sum(-1, keepdim=True) >= 1, a_end, b_end, n_iter)
     p = power(tau)
     if n_iter is None and bool((am1 > 1).any()):
-        p = torch.where(am1 > 1, _anchored(z, x, am1, d, tau), p)
+        big = (am1 > 1).squeeze(-1).nonzero().squeeze(-1)
+        p[big] = _anchored(z[big], x[big], am1[big], d[big], tau[big])
     if ensure_sum_one or n_iter is None:
         p = _normalise(p)
     return torch.where(one, _masked_softmax(z), p) if bool(one.any()) else p
+
+
+def _entmax_equation(tau: Tensor, x: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ [x − τ]₊^d − 1 and its derivative in τ (a masked entry has r = 0 for α > 1, r = inf for α < 1: 0 both)."""
+    r = (x - tau).clamp_min(0)
+    rd = r.pow(d)
+    rd1 = torch.where(r > 0, rd / r, torch.zeros_like(r))
+    return rd.sum(-1, keepdim=True) - 1, -d * rd1.sum(-1, keepdim=True)
+
+
+def _others_sum(g: Tensor, d: Tensor, anchor: Tensor) -> Tensor:
+    """Σ_{i ≠ anchor} [g_i]₊^d − 1 (the anchor's own term is left out)."""
+    terms = g.clamp_min(0).pow(d).scatter(-1, anchor, 0.0)
+    return terms.sum(-1, keepdim=True) - 1
+
+
+def _anchor_equation(q: Tensor, g: Tensor, d: Tensor, am1: Tensor, anchor: Tensor) -> tuple[Tensor, Tensor]:
+    """q + Σ_{i≠k} [g_i + q^{α−1}]₊^{1/(α−1)} − 1 and its derivative 1 + Σ r_i^{d−1} q^{α−2}."""
+    r = (g + q.pow(am1)).clamp_min(0)
+    rd = r.pow(d).scatter(-1, anchor, 0.0)
+    rd1 = torch.where(r > 0, rd / r, torch.zeros_like(r))
+    return q + rd.sum(-1, keepdim=True) - 1, 1 + rd1.sum(-1, keepdim=True) * q.pow(am1 - 1)
 
 
 def _anchored(z: Tensor, x: Tensor, am1: Tensor, d: Tensor, tau: Tensor) -> Tensor:
@@ -136,49 +176,33 @@ def _anchored(z: Tensor, x: Tensor, am1: Tensor, d: Tensor, tau: Tensor) -> Tens
 
     For α > 2, p_i = r_i^{1/(α−1)} turns a tiny r into a sizeable p (α = 10: r = 4e-18 gives p = 0.012; α = 50:
     r = 1e-98 gives p = 0.01), far below the float64 resolution of τ itself (≈ 1e-16), so τ cannot be the unknown.
-    Take as anchor k the smallest x_k ≥ τ (up to τ's rounding) and write r_i = g_i + δ with
-    g_i = (α−1)(z_i − z_k), straight from the scores, and δ = x_k − τ. If the anchor is in the support (δ > 0),
-    solve for its own probability q = δ^{1/(α−1)} instead: q + Σ_{i≠k} [g_i + q^{α−1}]₊^{1/(α−1)} = 1, increasing
-    in q on [0, 1] and as well conditioned as p itself. Otherwise δ ≤ 0 is a few ulps of τ and is solved for
-    directly (no r is tiny then).
+    Take as anchor k the support's smallest entry and write r_i = g_i + δ with g_i = (α−1)(z_i − z_k), straight
+    from the scores, and δ = x_k − τ > 0; then solve for the anchor's own probability q = δ^{1/(α−1)}:
+    q + Σ_{i≠k} [g_i + q^{α−1}]₊^{1/(α−1)} = 1, increasing in q on [0, 1] and as well conditioned as p itself.
+    The anchor starts as the smallest x ≥ τ (τ from the plain Newton) and moves, one score at a time, until it is
+    in the support (Σ_{i≠k} [g_i]₊^d < 1) and the next lower score is not (its own sum, taken from it, ≥ 1).
     """
-    width = 16 * torch.finfo(z.dtype).eps * tau.abs().clamp_min(1e-300)
-    above = torch.where(x >= tau - width, x, math.inf)
-    k = above.argmin(-1, keepdim=True)
-    ok = torch.isfinite(above.gather(-1, k)) & torch.isfinite(tau)
-    zk = torch.where(ok, z.gather(-1, k), torch.zeros_like(tau))
-    g = (z - zk) * am1  # 0 at the anchor (and its ties), −inf where masked
-    not_k = torch.ones_like(g, dtype=torch.bool).scatter_(-1, k, False)
-    total0 = torch.where(not_k, g.clamp_min(0).pow(d), 0.0).sum(-1, keepdim=True) - 1
-    in_support = total0 < 0  # the other entries alone, at δ = 0, fall short of 1
-
-    def in_q(q: Tensor) -> tuple[Tensor, Tensor]:
-        qa = q.pow(am1)  # δ
-        r = (g + qa).clamp_min(0)
-        rd1 = torch.where(not_k & (r > 0), r.pow(d - 1), torch.zeros_like(r))
-        value = q + torch.where(not_k, rd1 * r, 0.0).sum(-1, keepdim=True) - 1
-        # d/dq [g + q^{α−1}]^{1/(α−1)} = r^{d−1} q^{α−2}
-        slope = 1 + rd1.sum(-1, keepdim=True) * q.pow(am1 - 1)
-        return value, slope
-
-    q = newton_bisect(in_q, torch.ones_like(tau), torch.zeros_like(tau))
-    p_q = torch.where(not_k, (g + q.pow(am1)).clamp_min(0).pow(d), q)
-
-    def in_delta(delta: Tensor) -> tuple[Tensor, Tensor]:
-        r = (g + delta).clamp_min(0)
-        rd1 = torch.where(r > 0, r.pow(d - 1), torch.zeros_like(r))
-        return (rd1 * r).sum(-1, keepdim=True) - 1, d * rd1.sum(-1, keepdim=True)
-
-    lo = -width
-    for _ in range(8):  # a few ulps of τ hold the root; widen only if they do not
-        short = in_support | (in_delta(lo)[0] <= 0)
-        if bool(short.all()):
+    anchor = torch.where(x >= tau, x, math.inf).argmin(-1, keepdim=True)  # the top entry (x = 0) always qualifies
+    valid = torch.isfinite(tau) & torch.isfinite(x.gather(-1, anchor))
+    for _ in range(z.shape[-1]):
+        zk = torch.where(valid, z.gather(-1, anchor), torch.zeros_like(tau))
+        out = (_others_sum((z - zk) * am1, d, anchor) >= 0) & valid  # the anchor is not in the support
+        lower = torch.where(z < zk, z, -math.inf)
+        below = lower.argmax(-1, keepdim=True)
+        zj = lower.gather(-1, below)
+        down = ~out & valid & (zj > -math.inf)
+        down &= _others_sum((z - torch.where(down, zj, zk)) * am1, d, below) < 0  # the next lower one is in it
+        if not bool((out | down).any()):
             break
-        width = 4 * width
-        lo = torch.where(short, lo, -width)
-    delta = newton_bisect(in_delta, torch.zeros_like(tau), lo)
-    p_delta = (g + delta).clamp_min(0).pow(d)
-    return torch.where(ok, torch.where(in_support, p_q, p_delta), (x - tau).clamp_min(0).pow(d))
+        above = torch.where(z > zk, z, math.inf).argmin(-1, keepdim=True)
+        anchor = torch.where(out, above, torch.where(down, below, anchor))
+    zk = torch.where(valid, z.gather(-1, anchor), torch.zeros_like(tau))
+    g = (z - zk) * am1  # 0 at the anchor (and its ties), −inf where masked
+    q0 = (x.gather(-1, anchor) - tau).clamp(0, 1).pow(d)
+    ones, zeros = torch.ones_like(tau), torch.zeros_like(tau)
+    q = newton_bisect(_anchor_equation, ones, zeros, (g, d, am1, anchor), start=q0)
+    p = (g + q.pow(am1)).clamp_min(0).pow(d).scatter(-1, anchor, q)
+    return torch.where(valid, p, (x - tau).clamp_min(0).pow(d))
 
 
 def normmax_rows(z: Tensor, alpha: Tensor, n_iter: int | None) -> Tensor:
@@ -210,6 +234,13 @@ def normmax_rows(z: Tensor, alpha: Tensor, n_iter: int | None) -> Tensor:
     return p
 
 
+def _budget_equation(tau: Tensor, z: Tensor, budget: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ clip(z − τ, 0, 1) − B and its derivative −#{0 < z − τ < 1}."""
+    u = z - tau
+    free = (u > 0) & (u < 1)
+    return u.clamp(0, 1).sum(-1, keepdim=True) - budget, -free.sum(-1, keepdim=True).to(z.dtype)
+
+
 def budget_rows(z: Tensor, budget: Tensor, n_iter: int | None) -> Tensor:
     """Budget sparsemax (``budget`` (rows, 1), 0 ≤ B ≤ number of unmasked entries).
 
@@ -225,14 +256,9 @@ def budget_rows(z: Tensor, budget: Tensor, n_iter: int | None) -> Tensor:
     zmin = torch.where(empty, torch.zeros_like(zmin), zmin)
     zmax = torch.where(empty, torch.zeros_like(zmax), zmax)
 
-    def value_and_slope(tau: Tensor) -> tuple[Tensor, Tensor]:
-        u = z - tau
-        free = (u > 0) & (u < 1)
-        return u.clamp(0, 1).sum(-1, keepdim=True) - budget, -free.sum(-1, keepdim=True).to(z.dtype)
-
     a_end, b_end = zmin - budget / n, zmax - budget / n
     if n_iter is None:
-        tau = newton_bisect(value_and_slope, a_end, b_end)
+        tau = newton_bisect(_budget_equation, a_end, b_end, (z, budget))
     else:
         _, tau = bisect(lambda t: (z - t).clamp(0, 1).sum(-1, keepdim=True) >= budget, a_end, b_end, n_iter)
     return (z - tau).clamp(0, 1)
