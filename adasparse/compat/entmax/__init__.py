@@ -3,9 +3,10 @@
 Same names, signatures, defaults and return values as the package (``deep-spin/entmax``), in the same modules
 (:mod:`.activations`, :mod:`.root_finding`, :mod:`.losses`), so code written for it runs unchanged; the package's
 own test files pass against it. Where a call has an exact adasparse kernel (sparsemax, 1.5-entmax, α-entmax with α
-in [1, 2], their losses) it runs on it; the rest (α-entmax for α < 1 or > 2, normmax, budget sparsemax, fewer than
-24 bisection steps) is solved here by bisection. What differs from the package is listed in each module's
-docstring: it is where the package returns NaN, an error deep inside, no gradient, or ignores an argument.
+in [1, 2], normmax through α'-entmax, their losses) it runs on it; the rest (α-entmax for α < 1 or > 2, budget
+sparsemax, fewer than 24 bisection steps) is solved here (:mod:`._solvers`). What differs from the package is listed
+in each module's docstring: it is where the package returns NaN or an inaccurate answer, fails deep inside, gives
+no gradient, or ignores an argument.
 """
 
 from .activations import Entmax15, Sparsemax, entmax15, sparsemax

@@ -116,9 +116,9 @@ def entmax_rows(z: Tensor, alpha: Tensor, n_iter: int | None, ensure_sum_one: bo
 
     With x = (α−1)(z − max z), the root of Σ [x_i − τ]₊^{1/(α−1)} = 1 lies between τ = −1 (the top entry
     alone gives 1) and τ = −n^{1−α} (every entry at most 1/n): for α > 1 the sum decreases in τ, for α < 1
-    it increases (x ≥ 0 there and the exponent is negative), and bisection needs only the sign.
-    With ``n_iter`` steps, n counts every entry (the package's bracket) and p is taken at the last midpoint;
-    converged, n counts the unmasked entries.
+    it increases (x ≥ 0 there and the exponent is negative). With ``n_iter`` steps: bisection, n counting every
+    entry (the package's bracket), p taken at the last midpoint. Converged: safeguarded Newton, n counting the
+    unmasked entries, and for α > 2 the exact recomputation of :func:`_anchored`.
     """
     one = alpha == 1
     a = torch.where(one, torch.full_like(alpha, 2.0), alpha)
