@@ -17,6 +17,7 @@ class (score ``-inf``) costs ``inf`` instead of NaN, and a target equal to a neg
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
@@ -241,7 +242,7 @@ class _GenericLoss(nn.Module):
         bad_tensor = isinstance(ignore_index, Tensor) and (
             ignore_index.numel() != 1 or ignore_index.is_floating_point()
         )
-        if bad_tensor or isinstance(ignore_index, bool | float) or not isinstance(ignore_index, int | Tensor):
+        if bad_tensor or isinstance(ignore_index, bool) or not isinstance(ignore_index, Integral | Tensor):
             raise TypeError(f"ignore_index must be an int (or a one-element integer tensor), got {ignore_index!r}")
         self.ignore_index = ignore_index
         self.reduction = reduction
