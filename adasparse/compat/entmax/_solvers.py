@@ -24,8 +24,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ...ops.losses import _phi as phi
+from ...ops.losses import _tsallis, _tsallis_dalpha
+
 _MAX_ITER = 200  # float64 bisection stops far earlier (the bracket reaches one ulp); a safety net
-_PHI_TERMS = [1.0 / math.factorial(k) for k in range(2, 19)]  # e^t − 1 − t = Σ_{k≥2} t^k/k!, |t| < 1
 _REGROUP_BELOW = 0.125  # |α − 1| below which ∂p/∂α is taken from its regrouped (cancellation-free) form
 
 
@@ -267,14 +269,6 @@ def budget_rows(z: Tensor, budget: Tensor, n_iter: int | None) -> Tensor:
 # --- gradients ----------------------------------------------------------------------------------------------
 
 
-def phi(t: Tensor) -> Tensor:
-    """e^t − 1 − t, accurate relative to its value for small |t| (series below 1)."""
-    poly = torch.full_like(t, _PHI_TERMS[-1])
-    for c in reversed(_PHI_TERMS[:-1]):
-        poly = poly * t + c
-    return torch.where(t.abs() < 1, t * t * poly, torch.expm1(t) - t)
-
-
 def _safe(x: Tensor) -> Tensor:
     return torch.where(x == 0, torch.ones_like(x), x)
 
@@ -370,29 +364,13 @@ def budget_backward_rows(p: Tensor, g: Tensor, need_budget: bool) -> tuple[Tenso
 
 
 def tsallis(p: Tensor, alpha: Tensor) -> Tensor:
-    """H_α(p) = (1 − Σ p^α)/(α(α−1)), written −Σ p·expm1((α−1) log p)/(α(α−1)) (Σ p = 1) so that it does not
-    cancel near α = 1; the Shannon entropy at α = 1."""
-    pos = p > 0
-    logp = torch.where(pos, p.log(), torch.zeros_like(p))
-    am1 = alpha - 1
-    e = torch.where(pos, torch.expm1(am1 * logp), torch.zeros_like(p))
-    general = -(p * e).sum(-1, keepdim=True) / (alpha * _safe(am1))
-    return torch.where(am1 == 0, -(p * logp).sum(-1, keepdim=True), general).squeeze(-1)
+    """H_α(p) per row (rows,), any α > 0 (Shannon at α = 1): adasparse's cancellation-free form."""
+    return _tsallis(p, alpha).squeeze(-1)
 
 
 def tsallis_dalpha(p: Tensor, alpha: Tensor) -> Tensor:
-    """∂H_α(p)/∂α with p fixed: K/α² − Σ p (t E − φ(t))/(α (α−1)²), t = (α−1) log p, E = e^t − 1, K = Σ p E/(α−1)
-    (each term free of cancellation); at α = 1 its limit Σ p log p − ½ Σ p log² p."""
-    pos = p > 0
-    logp = torch.where(pos, p.log(), torch.zeros_like(p))
-    am1 = alpha - 1
-    safe = _safe(am1)
-    t = am1 * logp
-    e = torch.expm1(t)
-    k = (p * e).sum(-1, keepdim=True) / safe
-    general = k / alpha**2 - (p * (t * e - phi(t))).sum(-1, keepdim=True) / (alpha * safe**2)
-    limit = (p * logp).sum(-1, keepdim=True) - 0.5 * (p * logp * logp).sum(-1, keepdim=True)
-    return torch.where(am1 == 0, limit, general).squeeze(-1)
+    """∂H_α(p)/∂α per row with p fixed, any α > 0: adasparse's cancellation-free form."""
+    return _tsallis_dalpha(p, alpha).squeeze(-1)
 
 
 def normmax_omega(p: Tensor, alpha: Tensor) -> Tensor:
