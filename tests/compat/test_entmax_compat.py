@@ -1,7 +1,7 @@
 """``adasparse.compat.entmax`` against the real ``entmax`` package (values, gradients, API) and independent references.
 
 The package (dev extra) is the reference wherever it is accurate; where it is not (α > 2 with large α, masked
-rows, α = 1) an 300-digit mpmath bisection, finite differences (gradcheck) or closed forms are.
+rows, α = 1) a high-precision mpmath bisection, finite differences (gradcheck) or closed forms are.
 """
 
 import inspect
