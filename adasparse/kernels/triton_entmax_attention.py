@@ -21,7 +21,8 @@ Forward, one program per (query block, batch·head):
    f is convex and decreasing there, so Newton climbs monotonically to the root; a step leaving the
    current bracket (rounding) is replaced by bisection.  Each iteration is one pass over the key blocks; a
    key block in which every weight is zero at the bracket's lower end is marked dead and never visited
-   again (the lower end only grows, so a dead block stays empty);
+   again (the lower end only grows, so a dead block stays empty).  Liveness is a bitmask held in registers
+   and read by a reduction, so every branch on it is uniform across the program;
 3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
    hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
@@ -44,6 +45,14 @@ result (float32 loses ~3 digits at α = 1.01).  With ε = α − 1, λ = log p, 
 
 where every term is O(1) and computed from series for small ελ; at ε = 0 it is the α → 1 limit
 ½((dO·O) Σ pλ² − Σ dP pλ²) with no special case.  The forward folds it into one saved vector G.
+
+What a GPU needs that the interpreter does not show (tests/kernels run a strict interpreter that poisons
+masked-out lanes with NaN and fails a program that reads back its own global-memory stores): every masked load
+has a fill that is safe for its use (0 for q, k, v, dO: padded head dims and keys then add exact zeros to
+the dots, and 0 × NaN never arises); no program communicates with itself through global memory (the block
+mask is written once per block, only read by the backward kernels); offsets are 64-bit (program ids and row
+indices are widened before they meet a stride), so B·H·L·D ≥ 2³¹ is safe; log1p/expm1 are computed without
+cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
 
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
@@ -95,7 +104,7 @@ def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.c
     """(BLOCK_M, BLOCK_N) boolean: query row in range, key in range, key not padded, causal order."""
     ok = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
     if HAS_KPM:
-        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)
+        km = tl.load(kpm_b + offs_n.to(tl.int64), mask=offs_n < Lk, other=0)  # 0 = padded: masked keys never attend
         ok = ok & (km[None, :] != 0)
     if IS_CAUSAL:
         ok = ok & (offs_n[None, :] <= offs_m[:, None])
@@ -160,29 +169,42 @@ def _alpha_terms(p, lam, eps, inv_eps):
 
 
 @triton.jit
+def _bit(bits, widx, kb):
+    """Bit ``kb`` of the register bitmask ``bits`` (int32 words): a scalar, uniform across the program."""
+    word = tl.sum(tl.where(widx == kb // 32, bits, 0), 0)
+    return (word >> (kb % 32)) & 1
+
+
+@triton.jit
+def _clear_bit(bits, widx, kb):
+    return tl.where(widx == kb // 32, bits & ~(1 << (kb % 32)), bits)
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, KPM, ALPHA,
     OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
     MAX_ITER: tl.constexpr, TOL: tl.constexpr,
     ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # 64-bit offsets: B·H·L·D may exceed 2³¹
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
     d_ok = offs_d < D
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :])
+    q_ptrs = Q + b * sqb + h * sqh + offs_m.to(tl.int64)[:, None] * sql + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # zeros: padded D adds nothing to q·k
     k_bh = K + b * skb + h * skh
     v_bh = V + b * svb + h * svh
     kpm_b = KPM + b * skpm
-    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb
+    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb  # written once per block, never read back here
 
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
@@ -193,6 +215,10 @@ def _fwd_kernel(
     if IS_CAUSAL:
         kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
     visits = 0
+    # block liveness in registers: bit kb of word kb // 32; read by a reduction (a scalar, the same in every
+    # thread, so branches on it are uniform) — no communication through global memory inside the program
+    widx = tl.arange(0, N_WORDS)
+    bits = tl.full((N_WORDS,), -1, tl.int32)
 
     # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only)
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
@@ -200,7 +226,8 @@ def _fwd_kernel(
     ls = tl.zeros((BLOCK_M,), ACC)
     for kb in range(0, kb_end):
         offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :])
+        kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+        k = tl.load(k_bh + offs_n.to(tl.int64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
         z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
         ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
         m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
@@ -236,12 +263,10 @@ def _fwd_kernel(
             fsum = zero
             gsum = zero
             for kb in range(0, kb_end):
-                alive = tl.load(bmask_row + kb)
-                if alive != 0:
+                if _bit(bits, widx, kb) != 0:
                     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-                    k = tl.load(
-                        k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :]
-                    )
+                    kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+                    k = tl.load(k_bh + offs_n.to(tl.int64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
                     pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
@@ -249,7 +274,7 @@ def _fwd_kernel(
                     gsum += tl.sum(tl.where(pos, pu / w, 0.0), 1)  # Σ r^{d−1} = −f'(t)
                     live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
                     if live == 0:  # empty at the bracket's lower end, hence at every later t
-                        tl.store(bmask_row + kb, 0)
+                        bits = _clear_bit(bits, widx, kb)
                     visits += 1
             f = fsum - 1.0
             lo = tl.where(f > 0.0, t, lo)
@@ -276,18 +301,20 @@ def _fwd_kernel(
     sf = zero  # Σ p φ̃
     sl = zero  # Σ p λ
     for kb in range(0, kb_end):
-        alive = tl.load(bmask_row + kb)
-        if alive != 0:
+        nonzero = 0
+        if _bit(bits, widx, kb) != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            offs_kv = offs_n.to(tl.int64)[:, None]
+            k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
             pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
             nonzero = tl.sum(pos.to(tl.int32))
             visits += 1
             if nonzero > 0:
-                v = tl.load(v_bh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+                # zeros, not garbage: the padded keys meet p = 0 in p·v, and 0 × NaN would be NaN
+                v = tl.load(v_bh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
                 p = pu * inv_l[:, None]
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                 if NEED_GRAD:
@@ -305,10 +332,9 @@ def _fwd_kernel(
                         sp = tl.where(pos, tl.exp((1.0 - am1) * lam), 0.0)  # s = p^{2−α}
                         acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                         st += tl.sum(sp, 1)
-            else:
-                tl.store(bmask_row + kb, 0)
+        tl.store(bmask_row + kb, (nonzero > 0).to(tl.int8))
 
-    rows = bh * Lq + offs_m
+    rows = bh * Lq + offs_m  # int64
     od = rows[:, None] * D + offs_d[None, :]
     od_mask = row_ok[:, None] & d_ok[None, :]
     tl.store(OUT + od, acc.to(OUT.dtype.element_ty), mask=od_mask)
@@ -372,15 +398,16 @@ def _bwd_kv_kernel(
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     kb = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+    offs_kv = offs_n.to(tl.int64)[:, None]
+    k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
     kpm_b = KPM + b * skpm
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
@@ -396,8 +423,9 @@ def _bwd_kv_kernel(
             offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
             row_ok = offs_m < Lq
             qd_mask = row_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
-            do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+            offs_q = offs_m.to(tl.int64)[:, None]
+            q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
+            do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
@@ -419,7 +447,7 @@ def _bwd_q_kernel(
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     qb = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)
     b = bh // H
     h = bh % H
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -427,8 +455,9 @@ def _bwd_q_kernel(
     row_ok = offs_m < Lq
     d_ok = offs_d < D
     qd_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+    offs_q = offs_m.to(tl.int64)[:, None]
+    q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
     m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
     kpm_b = KPM + b * skpm
     alpha = tl.load(ALPHA + h)
@@ -443,8 +472,9 @@ def _bwd_q_kernel(
         if nonempty != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
-            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+            offs_kv = offs_n.to(tl.int64)[:, None]
+            k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
                 HAS_KPM, IS_CAUSAL, ACC, PREC,
@@ -469,8 +499,10 @@ def check_inputs(
 ) -> Tensor:
     """Validate the inputs of :func:`triton_entmax_attention`; return α as a tensor of shape (H,).
 
-    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  Checking that every α
-    lies in [1, 2] reads α on the host (one device synchronisation).
+    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  A number α is checked on
+    the host; an α tensor on a CUDA device is checked *on the device* (``torch._assert_async``: no host
+    synchronisation, so a call can be queued behind running kernels; an α outside [1, 2] then fails as a CUDA
+    device-side assert), elsewhere on the host with a ``ValueError``.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, Tensor):
@@ -509,6 +541,8 @@ def check_inputs(
                 f"key_padding_mask must have shape (B, K) = {(B, k.shape[2])}, got {tuple(key_padding_mask.shape)}"
             )
     if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        if not 1.0 <= float(alpha) <= 2.0:
+            raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {alpha}")
         alpha = torch.full((H,), float(alpha), dtype=torch.float32, device=q.device)
     if not isinstance(alpha, Tensor):
         raise TypeError(f"alpha must be a float or a tensor of shape (H,) = ({H},), got {type(alpha).__name__}")
@@ -519,8 +553,10 @@ def check_inputs(
     if tuple(alpha.shape) != (H,):
         raise ValueError(f"alpha must have shape (H,) = ({H},) or be a scalar, got {tuple(alpha.shape)}")
     a = alpha.detach()
-    bad = ~((a >= 1) & (a <= 2))
-    if bool(bad.any()):
+    in_range = ((a >= 1) & (a <= 2)).all()
+    if a.is_cuda:
+        torch._assert_async(in_range, "alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel")
+    elif not bool(in_range):
         raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {a.tolist()}")
     return alpha
 
@@ -582,6 +618,11 @@ def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) 
     return bm, bn, bd
 
 
+def _n_words(n_kb: int) -> int:
+    """int32 words of the forward's register bitmask of live key blocks (a power of two: one compile per bucket)."""
+    return triton.next_power_of_2(triton.cdiv(n_kb, 32))
+
+
 def _reachable_blocks(Lq: int, Lk: int, bm: int, bn: int, is_causal: bool) -> int:
     """Number of (query block, key block) tiles a program may visit (the kernels' loop bounds)."""
     n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
@@ -641,9 +682,7 @@ def triton_entmax_attention_forward(
     dummy = torch.empty(1, dtype=acc, device=dev)
     o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
     g_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
-    # starts all ones and only ever goes 1 → 0 inside a program, so a read that misses an earlier write of the
-    # same program (no barrier in between) can only cost an extra visit, never skip a live block
-    bmask = torch.ones((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
+    bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)  # every entry written once, never read
     visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
@@ -657,7 +696,7 @@ def triton_entmax_attention_forward(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), skpm,
         H, Lq, Lk, D, n_qb, n_kb, scale,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
         ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
         num_warps=_NUM_WARPS,
@@ -786,7 +825,10 @@ def compile_kernels(
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}
     specs = {
-        "forward": (_fwd_kernel, dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6)),
+        "forward": (
+            _fwd_kernel,
+            dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6, N_WORDS=_n_words(4096 // bn)),
+        ),
         "backward_kv": (_bwd_kv_kernel, {}),
         "backward_q": (_bwd_q_kernel, {}),
     }
