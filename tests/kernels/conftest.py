@@ -33,6 +33,7 @@ STRICT = os.environ.get("TRITON_INTERPRET") == "1" and _STRICT != "0"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "triton: Triton kernels, run on CPU under TRITON_INTERPRET=1 (slow-ish)")
     config.addinivalue_line("markers", "stock_interpreter: run without the strict-interpreter patches")
+    config.addinivalue_line("markers", "fp64: float64 kernel cases (the GPU run deselects them: -m 'not fp64')")
     config.addinivalue_line(
         "markers", "triton_full: the rest of the kernel grid (ADASPARSE_TRITON_FULL=1 runs it; CI runs a subset)"
     )
