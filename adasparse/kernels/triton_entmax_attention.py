@@ -619,8 +619,9 @@ def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) 
 
 
 def _n_words(n_kb: int) -> int:
-    """int32 words of the forward's register bitmask of live key blocks (a power of two: one compile per bucket)."""
-    return triton.next_power_of_2(triton.cdiv(n_kb, 32))
+    """int32 words of the forward's register bitmask of live key blocks: a power of two ≥ 16, so that every
+    length up to 512 key blocks (32k tokens at BLOCK_N = 64) shares one compiled forward."""
+    return max(16, triton.next_power_of_2(triton.cdiv(n_kb, 32)))
 
 
 def _reachable_blocks(Lq: int, Lk: int, bm: int, bn: int, is_causal: bool) -> int:

@@ -326,20 +326,6 @@ def test_kernels_compile_for_h100_without_gpu():
     assert "compiled ['backward_kv', 'backward_q', 'forward']" in r.stdout
 
 
-def test_benchmark_cli_parses_and_explains_missing_cuda(monkeypatch, capsys):
-    from adasparse.bench import attention as bench
-
-    cfg = bench.parse_config(["--seq-lens", "1024", "4096", "--causal", "--no-adasplash"])
-    assert cfg.seq_lens == (1024, 4096) and cfg.causal and not cfg.adasplash and cfg.heads == 16
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert bench.main(["--seq-lens", "1024"]) == 2
-    assert "no CUDA GPU" in capsys.readouterr().err
-    row = dict(L=1024, candidate="sdpa-flash", ms=1.0, ratio=1.0, peak_mib=10.0, empty=None, status="ok")
-    oom = dict(row, candidate="reference learned α", status="OOM")
-    table = bench.format_table([row, oom])
-    assert "| 1024 | sdpa-flash | 1.000 | 1.00 | 10 | – |" in table and "| OOM |" in table
-
-
 def test_entmax_attention_dispatches_to_the_kernel():
     """``entmax_attention(backend="triton")`` runs the kernel (key padding + causal, learned per-head α) and agrees
     with ``backend="reference"``; ``"auto"`` keeps CPU tensors on the reference path."""
