@@ -70,6 +70,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .solver_model import eps_f_for
+
 __all__ = [
     "triton_entmax_attention",
     "triton_entmax_attention_forward",
@@ -112,7 +114,7 @@ def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.c
 
 
 @triton.jit
-def _unnormalised(z, ok, m, t, am1, is_soft):
+def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft):
     """Weights before normalisation and their natural log on one block.
 
     Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
@@ -127,10 +129,38 @@ def _unnormalised(z, ok, m, t, am1, is_soft):
         u = am1 * y
         pos = ok & (u > -1.0)
         us = tl.where(pos, u, 0.0)
-        logpu = _log1p(us) / am1
+        logpu = _log1p(us) * inv_am1
         w = 1.0 + us
     pu = tl.where(pos, tl.exp(logpu), 0.0)
     return pu, logpu, w, pos
+
+
+@triton.jit
+def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
+    """The solver's sums on one block: (p, p/w, p/w²) with w = 1 + (α−1)(z − m − t), zero off the support.
+
+    ``mode`` (uniform per head) picks a closed form: 2 for α = 2 (p = w: no transcendental), 1 for α = 1.5
+    (p = w², p/w = w, p/w² = 1), 0 otherwise (p = exp(log1p(u)·d), with d = 1/(α−1) precomputed and one
+    reciprocal of w shared by p/w and p/w²).
+    """
+    u = am1 * (z - m[:, None] - t[:, None])
+    pos = ok & (u > -1.0)
+    us = tl.where(pos, u, 0.0)
+    w = 1.0 + us
+    if mode == 2:
+        pu = w
+        gu = w * 0.0 + 1.0
+        hu = gu
+    elif mode == 1:
+        pu = w * w
+        gu = w
+        hu = w * 0.0 + 1.0
+    else:
+        pu = tl.exp(_log1p(us) * inv_am1)
+        r = 1.0 / w
+        gu = pu * r
+        hu = gu * r
+    return tl.where(pos, pu, 0.0), tl.where(pos, gu, 0.0), tl.where(pos, hu, 0.0)
 
 
 @triton.jit
@@ -188,7 +218,7 @@ def _fwd_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
-    MAX_ITER: tl.constexpr, TOL: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr,
     ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -210,6 +240,7 @@ def _fwd_kernel(
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
     inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)  # d = 1/(α−1); unused for softmax heads
+    mode = tl.where(alpha == 2.0, 2, tl.where(alpha == 1.5, 1, 0))  # closed forms for α = 2 and α = 1.5
 
     kb_end = n_kb
     if IS_CAUSAL:
@@ -249,7 +280,11 @@ def _fwd_kernel(
         t = tl.where(has, tl.log(tl.where(has, ls, 1.0)), 0.0)
         norm = tl.where(has, one, zero)
     else:
-        # pass 2: Newton from the left end of the bracket [0, (1 − n^{1−α})/(α−1)], safeguarded by bisection
+        # pass 2: Halley from the left end of the bracket [0, (1 − n^{1−α})/(α−1)] (Newton when Halley's
+        # denominator is not positive, bisection when a step leaves the bracket); stop when |f| ≤ EPS_F (or a
+        # step is at rounding level); stopping left of the root (f > 0), take one more Newton step unevaluated:
+        # f is convex and decreasing, so it lands in [t, root], and the output pass (which renormalises by its
+        # own Σp) is its evaluation
         a = -am1 * tl.log(tl.maximum(cnt, 1).to(ACC))  # (1 − α) log n ≤ 0
         e = tl.exp(a)
         em1 = tl.where(e == 1.0, a, (e - 1.0) * a / tl.log(tl.where(e == 1.0, 0.5, e)))  # expm1(a)
@@ -257,11 +292,13 @@ def _fwd_kernel(
         lo = zero
         t = zero
         norm = zero
+        two_m_a = 2.0 - alpha  # f'' = (2 − α) Σ p/w²
         done = (cnt == 0).to(tl.int32)
         n_left = tl.sum(1 - done, 0)
         while (n_left > 0) & (n_iter < MAX_ITER):
             fsum = zero
             gsum = zero
+            hsum = zero
             for kb in range(0, kb_end):
                 if _bit(bits, widx, kb) != 0:
                     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -269,9 +306,10 @@ def _fwd_kernel(
                     k = tl.load(k_bh + offs_n.to(tl.int64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-                    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode)
                     fsum += tl.sum(pu, 1)
-                    gsum += tl.sum(tl.where(pos, pu / w, 0.0), 1)  # Σ r^{d−1} = −f'(t)
+                    gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
+                    hsum += tl.sum(hu, 1)  # Σ p/w²
                     live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
                     if live == 0:  # empty at the bracket's lower end, hence at every later t
                         bits = _clear_bit(bits, widx, kb)
@@ -279,17 +317,24 @@ def _fwd_kernel(
             f = fsum - 1.0
             lo = tl.where(f > 0.0, t, lo)
             hi = tl.where(f < 0.0, t, hi)
-            t_new = t + f / tl.where(gsum > 0.0, gsum, 1.0)
-            t_new = tl.where((t_new > lo) & (t_new < hi), t_new, 0.5 * (lo + hi))
+            g = tl.where(gsum > 0.0, gsum, 1.0)
+            newton = t + f / g
+            den = 2.0 * gsum * gsum - two_m_a * f * hsum
+            halley = tl.where(den > 0.0, t + 2.0 * f * gsum / tl.where(den > 0.0, den, 1.0), newton)
+            n_inside = (newton > lo) & (newton < hi)
+            t_new = tl.where((halley > lo) & (halley < hi), halley, tl.where(n_inside, newton, 0.5 * (lo + hi)))
+            close = tl.abs(f) <= EPS_F
             small = tl.abs(t_new - t) <= TOL * (1.0 + tl.abs(t))
-            final = (done != 0) | (f == 0.0) | small | (n_iter == MAX_ITER - 1)
-            norm = tl.where(final & (done == 0), fsum, norm)  # Σ p at the t we keep
-            t = tl.where(final, t, t_new)
+            final = (done != 0) | close | small | (f == 0.0) | (n_iter == MAX_ITER - 1)
+            fuse = final & (done == 0) & close & (f > 0.0) & n_inside
+            norm = tl.where(final & (done == 0), tl.where(fuse, one, fsum), norm)  # predicted Σp at the kept t
+            t = tl.where(fuse, newton, tl.where(final, t, t_new))
             done = final.to(tl.int32)
             n_left = tl.sum(1 - done, 0)
             n_iter += 1
 
-    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight
+    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight; the weights are
+    # normalised by the predicted Σp (norm) on the way and renormalised by their actual sum at the end
     inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
     ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
     inv_am1_0 = tl.where(am1 > 0.0, 1.0 / tl.where(am1 > 0.0, am1, 1.0), 0.0)
@@ -300,6 +345,7 @@ def _fwd_kernel(
     st = zero  # Σ s or Σ p ẽ
     sf = zero  # Σ p φ̃
     sl = zero  # Σ p λ
+    psum = zero  # Σ p (1 up to the solver's tolerance)
     for kb in range(0, kb_end):
         nonzero = 0
         if _bit(bits, widx, kb) != 0:
@@ -309,13 +355,14 @@ def _fwd_kernel(
             k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
             nonzero = tl.sum(pos.to(tl.int32))
             visits += 1
             if nonzero > 0:
                 # zeros, not garbage: the padded keys meet p = 0 in p·v, and 0 × NaN would be NaN
                 v = tl.load(v_bh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
                 p = pu * inv_l[:, None]
+                psum += tl.sum(p, 1)
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                 if NEED_GRAD:
                     lam = tl.where(pos, logpu - ln_l[:, None], 0.0)  # λ = log p on the support
@@ -337,10 +384,11 @@ def _fwd_kernel(
     rows = bh * Lq + offs_m  # int64
     od = rows[:, None] * D + offs_d[None, :]
     od_mask = row_ok[:, None] & d_ok[None, :]
-    tl.store(OUT + od, acc.to(OUT.dtype.element_ty), mask=od_mask)
+    inv_psum = tl.where(psum > 0.0, 1.0 / tl.where(psum > 0.0, psum, 1.0), 0.0)
+    tl.store(OUT + od, (acc * inv_psum[:, None]).to(OUT.dtype.element_ty), mask=od_mask)
     tl.store(ROW_M + rows, m, mask=row_ok)
     tl.store(ROW_T + rows, t, mask=row_ok)
-    tl.store(ROW_L + rows, norm, mask=row_ok)
+    tl.store(ROW_L + rows, norm * psum, mask=row_ok)  # the Σ of unnormalised weights the output used
     if NEED_GRAD:
         if ALPHA_GRAD:
             # S = Σ s = 1 + (α−1)Ẽ;  Õ = (O + (α−1) O_ẽ) / S;  ∂ℓ/∂α (row) = dO · G with
@@ -364,13 +412,13 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_block(
-    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
     p = pu * inv_l[:, None]
     s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
     dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
@@ -412,6 +460,7 @@ def _bwd_kv_kernel(
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)
     dk = tl.zeros((BLOCK_N, BLOCK_D), ACC)
     dv = tl.zeros((BLOCK_N, BLOCK_D), ACC)
     qb_start = 0
@@ -428,7 +477,7 @@ def _bwd_kv_kernel(
             do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
-                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
                 HAS_KPM, IS_CAUSAL, ACC, PREC,
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
@@ -463,6 +512,7 @@ def _bwd_q_kernel(
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)
     dq = tl.zeros((BLOCK_M, BLOCK_D), ACC)
     kb_end = n_kb
     if IS_CAUSAL:
@@ -476,7 +526,7 @@ def _bwd_q_kernel(
             k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
-                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
                 HAS_KPM, IS_CAUSAL, ACC, PREC,
             )  # fmt: skip
             dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
@@ -698,7 +748,7 @@ def triton_entmax_attention_forward(
         v.stride(0), v.stride(1), v.stride(2), skpm,
         H, Lq, Lk, D, n_qb, n_kb, scale,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
-        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
+        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
         ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
         num_warps=_NUM_WARPS,
     )  # fmt: skip
@@ -828,7 +878,14 @@ def compile_kernels(
     specs = {
         "forward": (
             _fwd_kernel,
-            dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6, N_WORDS=_n_words(4096 // bn)),
+            dict(
+                NEED_GRAD=True,
+                ALPHA_GRAD=alpha_grad,
+                MAX_ITER=_MAX_ITER,
+                TOL=1e-6,
+                EPS_F=eps_f_for(dtype),
+                N_WORDS=_n_words(4096 // bn),
+            ),  # fmt: skip
         ),
         "backward_kv": (_bwd_kv_kernel, {}),
         "backward_q": (_bwd_q_kernel, {}),
