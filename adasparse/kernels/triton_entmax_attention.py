@@ -50,9 +50,10 @@ What a GPU needs that the interpreter does not show (tests/kernels run a strict 
 masked-out lanes with NaN and fails a program that reads back its own global-memory stores): every masked load
 has a fill that is safe for its use (0 for q, k, v, dO: padded head dims and keys then add exact zeros to
 the dots, and 0 × NaN never arises); no program communicates with itself through global memory (the block
-mask is written once per block, only read by the backward kernels); offsets are 64-bit (program ids and row
-indices are widened before they meet a stride), so B·H·L·D ≥ 2³¹ is safe; log1p/expm1 are computed without
-cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
+mask is written once per block, only read by the backward kernels); offsets are 64-bit whenever some tensor
+has 2³¹ or more addressable elements (program ids and row indices are widened before they meet a stride, in a
+separate ``IDX64`` specialisation, so the common case keeps 32-bit offsets and fewer registers); log1p/expm1
+are computed without cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
 
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
@@ -83,7 +84,8 @@ __all__ = [
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAD_DIM = 128
-# 8 warps: no register spills for D ≤ 128 on sm_90 (checked with cuobjdump; 4 warps spill with the α gradient)
+# 8 warps: no register spills for bf16 D = 64 and 128 on sm_90 with 32-bit offsets (cuobjdump: forward 243 / 249
+# registers; tested for D = 64); the 64-bit-offset specialisation of the forward spills (144 B), rare by design
 _NUM_WARPS = 8
 _MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
 
@@ -102,11 +104,22 @@ def _log1p(u):
 
 
 @triton.jit
+def _wide(x, IDX64: tl.constexpr):
+    """``x`` as int64 in the kernels' 64-bit-index specialisation (some tensor has ≥ 2³¹ addressable elements,
+    so an offset may not fit in 32 bits); ``x`` itself otherwise (fewer registers: 32-bit offsets)."""
+    if IDX64:
+        y = x.to(tl.int64)
+    else:
+        y = x
+    return y
+
+
+@triton.jit
 def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
     """(BLOCK_M, BLOCK_N) boolean: query row in range, key in range, key not padded, causal order."""
     ok = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
     if HAS_KPM:
-        km = tl.load(kpm_b + offs_n.to(tl.int64), mask=offs_n < Lk, other=0)  # 0 = padded: masked keys never attend
+        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)  # 0 = padded: masked keys never attend
         ok = ok & (km[None, :] != 0)
     if IS_CAUSAL:
         ok = ok & (offs_n[None, :] <= offs_m[:, None])
@@ -219,17 +232,17 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
     MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr,
-    ACC: tl.constexpr, PREC: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)  # 64-bit offsets: B·H·L·D may exceed 2³¹
+    bh = _wide(tl.program_id(1), IDX64)  # 64-bit offsets when some offset may pass 2³¹ (host decides)
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
     d_ok = offs_d < D
-    q_ptrs = Q + b * sqb + h * sqh + offs_m.to(tl.int64)[:, None] * sql + offs_d[None, :]
+    q_ptrs = Q + b * sqb + h * sqh + _wide(offs_m, IDX64)[:, None] * sql + offs_d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # zeros: padded D adds nothing to q·k
     k_bh = K + b * skb + h * skh
     v_bh = V + b * svb + h * svh
@@ -258,7 +271,7 @@ def _fwd_kernel(
     for kb in range(0, kb_end):
         offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-        k = tl.load(k_bh + offs_n.to(tl.int64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
         z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
         ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
         m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
@@ -303,7 +316,7 @@ def _fwd_kernel(
                 if _bit(bits, widx, kb) != 0:
                     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
                     kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-                    k = tl.load(k_bh + offs_n.to(tl.int64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+                    k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
                     pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode)
@@ -351,7 +364,7 @@ def _fwd_kernel(
         if _bit(bits, widx, kb) != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            offs_kv = offs_n.to(tl.int64)[:, None]
+            offs_kv = _wide(offs_n, IDX64)[:, None]
             k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
@@ -443,17 +456,17 @@ def _bwd_kv_kernel(
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     kb = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
     h = bh % H
     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-    offs_kv = offs_n.to(tl.int64)[:, None]
+    offs_kv = _wide(offs_n, IDX64)[:, None]
     k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
     kpm_b = KPM + b * skpm
@@ -472,7 +485,7 @@ def _bwd_kv_kernel(
             offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
             row_ok = offs_m < Lq
             qd_mask = row_ok[:, None] & d_ok[None, :]
-            offs_q = offs_m.to(tl.int64)[:, None]
+            offs_q = _wide(offs_m, IDX64)[:, None]
             q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
             do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
@@ -493,10 +506,10 @@ def _bwd_q_kernel(
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     qb = tl.program_id(0)
-    bh = tl.program_id(1).to(tl.int64)
+    bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
     h = bh % H
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -504,7 +517,7 @@ def _bwd_q_kernel(
     row_ok = offs_m < Lq
     d_ok = offs_d < D
     qd_mask = row_ok[:, None] & d_ok[None, :]
-    offs_q = offs_m.to(tl.int64)[:, None]
+    offs_q = _wide(offs_m, IDX64)[:, None]
     q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
     do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
     m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
@@ -522,7 +535,7 @@ def _bwd_q_kernel(
         if nonempty != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            offs_kv = offs_n.to(tl.int64)[:, None]
+            offs_kv = _wide(offs_n, IDX64)[:, None]
             k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
@@ -689,6 +702,12 @@ def _kpm_arg(key_padding_mask: Tensor | None, q: Tensor) -> tuple[Tensor, int, b
     return kpm, kpm.stride(0), True
 
 
+def _needs_int64(*tensors: Tensor) -> bool:
+    """Whether some element of these tensors lies 2³¹ or more elements past its data pointer: then the kernels
+    index in 64 bits (a separate specialisation, so the common case keeps 32-bit offsets and its registers)."""
+    return any(sum((n - 1) * st for n, st in zip(x.shape, x.stride()) if n > 0) >= 2**31 - 1 for x in tensors)
+
+
 def _last_dim_contiguous(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -749,7 +768,7 @@ def triton_entmax_attention_forward(
         H, Lq, Lk, D, n_qb, n_kb, scale,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
-        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
+        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
         num_warps=_NUM_WARPS,
     )  # fmt: skip
     return EntmaxAttentionForward(
@@ -812,6 +831,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
+                IDX64=_needs_int64(q, k, v, do, dq, dk, bmask),
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
             _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
@@ -851,14 +871,20 @@ def triton_entmax_attention(
 
 
 def compile_kernels(
-    arch: int = 90, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64, *, alpha_grad: bool = True
+    arch: int = 90,
+    dtype: torch.dtype = torch.bfloat16,
+    head_dim: int = 64,
+    *,
+    alpha_grad: bool = True,
+    idx64: bool = False,
 ) -> dict[str, object]:
     """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
     Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
     ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
-    process where ``TRITON_INTERPRET`` was not set when this module was imported.
+    process where ``TRITON_INTERPRET`` was not set when this module was imported.  ``idx64`` compiles the
+    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -871,7 +897,7 @@ def compile_kernels(
     io = names[dtype]
     acc = names[_acc_dtype(dtype)]
     bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
-    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype))
+    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
     common["PREC"] = _precision(dtype)
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}

@@ -212,6 +212,9 @@ def test_offsets_past_int32_are_64_bit():
     for x in views:
         x.copy_(torch.randn(1, 1, L, D, generator=g))
     assert (L - 1) * row > 2**31
+    from adasparse.kernels.triton_entmax_attention import _needs_int64
+
+    assert _needs_int64(views[0]) and not _needs_int64(views[0].contiguous())  # the 64-bit specialisation runs
     alpha = torch.tensor([1.5], requires_grad=True)
     qkv = [x.requires_grad_(True) for x in views]  # the strided views themselves (a clone would be contiguous)
     out = triton_entmax_attention(*qkv, alpha, is_causal=True, block_m=BLOCK, block_n=BLOCK)
@@ -303,19 +306,32 @@ def test_alpha_tensor_out_of_range_raises_on_cpu():
         triton_entmax_attention(q, q, q, torch.tensor([1.5, 0.5]))
 
 
+_SPILLS = """
+import os, re, subprocess, tempfile, torch, triton
+from adasparse.kernels.triton_entmax_attention import compile_kernels
+tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+for idx64 in (False, True):
+    ks = compile_kernels(90, torch.bfloat16, 64, idx64=idx64)
+    assert all(len(k.asm["cubin"]) > 0 for k in ks.values())
+    print("compiled", idx64, sorted(ks))
+    if not idx64 and os.path.exists(tool):
+        for name, k in sorted(ks.items()):
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+                f.write(k.asm["cubin"]); f.flush()
+                use = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+            print("usage", name, re.search(r"REG:\\d+ STACK:\\d+", use).group(0))
+"""
+
+
 def test_kernels_compile_for_h100_without_gpu():
-    """The interpreter does not type-check like the compiler: lower all three kernels (bf16, D = 64) to sm_90."""
+    """The interpreter does not type-check like the compiler: lower all three kernels (bf16, D = 64) to sm_90,
+    in the 32-bit and the 64-bit index specialisations; the 32-bit one (the common case) must not spill
+    registers (cuobjdump's STACK:0, when Triton's bundled cuobjdump is there)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    code = (
-        "import torch\n"
-        "from adasparse.kernels.triton_entmax_attention import compile_kernels\n"
-        "ks = compile_kernels(90, torch.bfloat16, 64)\n"
-        "assert all(len(k.asm['cubin']) > 0 for k in ks.values())\n"
-        "print('compiled', sorted(ks))\n"
-    )
+    code = _SPILLS
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
@@ -323,7 +339,10 @@ def test_kernels_compile_for_h100_without_gpu():
     if r.returncode != 0 and "ptxas" in r.stderr and "not found" in r.stderr:
         pytest.skip("Triton's bundled ptxas is not available: cannot compile CUDA kernels here")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "compiled ['backward_kv', 'backward_q', 'forward']" in r.stdout
+    assert "compiled False ['backward_kv', 'backward_q', 'forward']" in r.stdout
+    assert "compiled True ['backward_kv', 'backward_q', 'forward']" in r.stdout
+    usage = [line for line in r.stdout.splitlines() if line.startswith("usage")]
+    assert all(line.endswith("STACK:0") for line in usage), usage  # no spills (8 warps, 64×64 tiles)
 
 
 def test_entmax_attention_dispatches_to_the_kernel():
