@@ -17,12 +17,17 @@ precision in float32 and α = 1 is exactly softmax with t = log Σ exp(z − m).
 Forward, one program per (query block, batch·head):
 
 1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp);
-2. Newton on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1, started at the left end t = 0 of the bracket:
-   f is convex and decreasing there, so Newton climbs monotonically to the root; a step leaving the
-   current bracket (rounding) is replaced by bisection.  Each iteration is one pass over the key blocks; a
-   key block in which every weight is zero at the bracket's lower end is marked dead and never visited
-   again (the lower end only grows, so a dead block stays empty).  Liveness is a bitmask held in registers
-   and read by a reduction, so every branch on it is uniform across the program;
+2. Halley on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1 (f' and f'' are two more sums), started at the
+   left end t = 0 of the bracket; Newton where Halley's denominator is not positive, bisection where a step
+   leaves the current bracket.  It stops when |f| ≤ EPS_F, set by the output dtype (the output is
+   renormalised, so this bounds its error), or when a step is at rounding level; stopping left of the root it
+   takes one more Newton step without evaluating it (f is convex and decreasing: the step lands in [t, root])
+   and the output pass, which renormalises by its own Σp, is that evaluation.  α = 2 (p = w) and α = 1.5
+   (p = w²) use closed forms, per head.  Each iteration is one pass over the key blocks; a key block in which
+   every weight is zero at the bracket's lower end is marked dead and never visited again (the lower end only
+   grows, so a dead block stays empty).  Liveness is a bitmask held in registers and read by a reduction, so
+   every branch on it is uniform across the program.  ``adasparse/kernels/solver_model.py`` replays this
+   control flow in PyTorch (tested to match the kernel's counters) to count passes at realistic sizes;
 3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
    hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
@@ -87,7 +92,7 @@ MAX_HEAD_DIM = 128
 # 8 warps: no register spills for bf16 D = 64 and 128 on sm_90 with 32-bit offsets (cuobjdump: forward 243 / 249
 # registers; tested for D = 64); the 64-bit-offset specialisation of the forward spills (144 B), rare by design
 _NUM_WARPS = 8
-_MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
+_MAX_ITER = 100  # Halley from the left needs 4–7 passes at 4k (benchmarks/RESULTS.md); a safety bound
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -631,8 +636,9 @@ class EntmaxAttentionForward:
     ``out`` (B, H, Q, D) in the input dtype; per row (B, H, Q): ``row_max`` (m), ``threshold`` (t),
     ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
     True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
-    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde`` (Õ, for δ)
-    and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward needs (None when not requested).
+    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉): solver passes (Halley steps now;
+    the name stays).  ``o_tilde`` (Õ, for δ) and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward
+    needs (None when not requested).
     """
 
     out: Tensor
