@@ -17,11 +17,17 @@ precision in float32 and α = 1 is exactly softmax with t = log Σ exp(z − m).
 Forward, one program per (query block, batch·head):
 
 1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp);
-2. Newton on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1, started at the left end t = 0 of the bracket:
-   f is convex and decreasing there, so Newton climbs monotonically to the root; a step leaving the
-   current bracket (rounding) is replaced by bisection.  Each iteration is one pass over the key blocks; a
-   key block in which every weight is zero at the bracket's lower end is marked dead and never visited
-   again (the lower end only grows, so a dead block stays empty);
+2. Halley on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1 (f' and f'' are two more sums), started at the
+   left end t = 0 of the bracket; Newton where Halley's denominator is not positive, bisection where a step
+   leaves the current bracket.  It stops when |f| ≤ EPS_F, set by the output dtype (the output is
+   renormalised, so this bounds its error), or when a step is at rounding level; stopping left of the root it
+   takes one more Newton step without evaluating it (f is convex and decreasing: the step lands in [t, root])
+   and the output pass, which renormalises by its own Σp, is that evaluation.  α = 2 (p = w) and α = 1.5
+   (p = w²) use closed forms, per head.  Each iteration is one pass over the key blocks; a key block in which
+   every weight is zero at the bracket's lower end is marked dead and never visited again (the lower end only
+   grows, so a dead block stays empty).  Liveness is a bitmask held in registers and read by a reduction, so
+   every branch on it is uniform across the program.  ``adasparse/kernels/solver_model.py`` replays this
+   control flow in PyTorch (tested to match the kernel's counters) to count passes at realistic sizes;
 3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
    hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
@@ -45,6 +51,15 @@ result (float32 loses ~3 digits at α = 1.01).  With ε = α − 1, λ = log p, 
 where every term is O(1) and computed from series for small ελ; at ε = 0 it is the α → 1 limit
 ½((dO·O) Σ pλ² − Σ dP pλ²) with no special case.  The forward folds it into one saved vector G.
 
+What a GPU needs that the interpreter does not show (tests/kernels run a strict interpreter that poisons
+masked-out lanes with NaN and fails a program that reads back its own global-memory stores): every masked load
+has a fill that is safe for its use (0 for q, k, v, dO: padded head dims and keys then add exact zeros to
+the dots, and 0 × NaN never arises); no program communicates with itself through global memory (the block
+mask is written once per block, only read by the backward kernels); offsets are 64-bit whenever some tensor
+has 2³¹ or more addressable elements (program ids and row indices are widened before they meet a stride, in a
+separate ``IDX64`` specialisation, so the common case keeps 32-bit offsets and fewer registers); log1p/expm1
+are computed without cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
+
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
 zero output row and zero gradients.
@@ -61,6 +76,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .solver_model import eps_f_for
+
 __all__ = [
     "triton_entmax_attention",
     "triton_entmax_attention_forward",
@@ -72,9 +89,10 @@ __all__ = [
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAD_DIM = 128
-# 8 warps: no register spills for D ≤ 128 on sm_90 (checked with cuobjdump; 4 warps spill with the α gradient)
+# 8 warps: no register spills for bf16 D = 64 and 128 on sm_90 with 32-bit offsets (cuobjdump: forward 243 / 249
+# registers; tested for D = 64); the 64-bit-offset specialisation of the forward spills (144 B), rare by design
 _NUM_WARPS = 8
-_MAX_ITER = 100  # Newton from the left needs about log(n) + a few; bisection makes any count safe
+_MAX_ITER = 100  # Halley from the left needs 4–7 passes at 4k (benchmarks/RESULTS.md); a safety bound
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,11 +109,22 @@ def _log1p(u):
 
 
 @triton.jit
+def _wide(x, IDX64: tl.constexpr):
+    """``x`` as int64 in the kernels' 64-bit-index specialisation (some tensor has ≥ 2³¹ addressable elements,
+    so an offset may not fit in 32 bits); ``x`` itself otherwise (fewer registers: 32-bit offsets)."""
+    if IDX64:
+        y = x.to(tl.int64)
+    else:
+        y = x
+    return y
+
+
+@triton.jit
 def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr):
     """(BLOCK_M, BLOCK_N) boolean: query row in range, key in range, key not padded, causal order."""
     ok = (offs_m[:, None] < Lq) & (offs_n[None, :] < Lk)
     if HAS_KPM:
-        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)
+        km = tl.load(kpm_b + offs_n, mask=offs_n < Lk, other=0)  # 0 = padded: masked keys never attend
         ok = ok & (km[None, :] != 0)
     if IS_CAUSAL:
         ok = ok & (offs_n[None, :] <= offs_m[:, None])
@@ -103,7 +132,7 @@ def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.c
 
 
 @triton.jit
-def _unnormalised(z, ok, m, t, am1, is_soft):
+def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft):
     """Weights before normalisation and their natural log on one block.
 
     Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
@@ -118,10 +147,38 @@ def _unnormalised(z, ok, m, t, am1, is_soft):
         u = am1 * y
         pos = ok & (u > -1.0)
         us = tl.where(pos, u, 0.0)
-        logpu = _log1p(us) / am1
+        logpu = _log1p(us) * inv_am1
         w = 1.0 + us
     pu = tl.where(pos, tl.exp(logpu), 0.0)
     return pu, logpu, w, pos
+
+
+@triton.jit
+def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
+    """The solver's sums on one block: (p, p/w, p/w²) with w = 1 + (α−1)(z − m − t), zero off the support.
+
+    ``mode`` (uniform per head) picks a closed form: 2 for α = 2 (p = w: no transcendental), 1 for α = 1.5
+    (p = w², p/w = w, p/w² = 1), 0 otherwise (p = exp(log1p(u)·d), with d = 1/(α−1) precomputed and one
+    reciprocal of w shared by p/w and p/w²).
+    """
+    u = am1 * (z - m[:, None] - t[:, None])
+    pos = ok & (u > -1.0)
+    us = tl.where(pos, u, 0.0)
+    w = 1.0 + us
+    if mode == 2:
+        pu = w
+        gu = w * 0.0 + 1.0
+        hu = gu
+    elif mode == 1:
+        pu = w * w
+        gu = w
+        hu = w * 0.0 + 1.0
+    else:
+        pu = tl.exp(_log1p(us) * inv_am1)
+        r = 1.0 / w
+        gu = pu * r
+        hu = gu * r
+    return tl.where(pos, pu, 0.0), tl.where(pos, gu, 0.0), tl.where(pos, hu, 0.0)
 
 
 @triton.jit
@@ -160,39 +217,57 @@ def _alpha_terms(p, lam, eps, inv_eps):
 
 
 @triton.jit
+def _bit(bits, widx, kb):
+    """Bit ``kb`` of the register bitmask ``bits`` (int32 words): a scalar, uniform across the program."""
+    word = tl.sum(tl.where(widx == kb // 32, bits, 0), 0)
+    return (word >> (kb % 32)) & 1
+
+
+@triton.jit
+def _clear_bit(bits, widx, kb):
+    return tl.where(widx == kb // 32, bits & ~(1 << (kb % 32)), bits)
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, KPM, ALPHA,
     OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
-    MAX_ITER: tl.constexpr, TOL: tl.constexpr,
-    ACC: tl.constexpr, PREC: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = _wide(tl.program_id(1), IDX64)  # 64-bit offsets when some offset may pass 2³¹ (host decides)
     b = bh // H
     h = bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < Lq
     d_ok = offs_d < D
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=row_ok[:, None] & d_ok[None, :])
+    q_ptrs = Q + b * sqb + h * sqh + _wide(offs_m, IDX64)[:, None] * sql + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)  # zeros: padded D adds nothing to q·k
     k_bh = K + b * skb + h * skh
     v_bh = V + b * svb + h * svh
     kpm_b = KPM + b * skpm
-    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb
+    bmask_row = BMASK + (bh * n_qb + pid_m) * n_kb  # written once per block, never read back here
 
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
     inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)  # d = 1/(α−1); unused for softmax heads
+    mode = tl.where(alpha == 2.0, 2, tl.where(alpha == 1.5, 1, 0))  # closed forms for α = 2 and α = 1.5
 
     kb_end = n_kb
     if IS_CAUSAL:
         kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
     visits = 0
+    # block liveness in registers: bit kb of word kb // 32; read by a reduction (a scalar, the same in every
+    # thread, so branches on it are uniform) — no communication through global memory inside the program
+    widx = tl.arange(0, N_WORDS)
+    bits = tl.full((N_WORDS,), -1, tl.int32)
 
     # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only)
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
@@ -200,7 +275,8 @@ def _fwd_kernel(
     ls = tl.zeros((BLOCK_M,), ACC)
     for kb in range(0, kb_end):
         offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :])
+        kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+        k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
         z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
         ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
         m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
@@ -222,7 +298,11 @@ def _fwd_kernel(
         t = tl.where(has, tl.log(tl.where(has, ls, 1.0)), 0.0)
         norm = tl.where(has, one, zero)
     else:
-        # pass 2: Newton from the left end of the bracket [0, (1 − n^{1−α})/(α−1)], safeguarded by bisection
+        # pass 2: Halley from the left end of the bracket [0, (1 − n^{1−α})/(α−1)] (Newton when Halley's
+        # denominator is not positive, bisection when a step leaves the bracket); stop when |f| ≤ EPS_F (or a
+        # step is at rounding level); stopping left of the root (f > 0), take one more Newton step unevaluated:
+        # f is convex and decreasing, so it lands in [t, root], and the output pass (which renormalises by its
+        # own Σp) is its evaluation
         a = -am1 * tl.log(tl.maximum(cnt, 1).to(ACC))  # (1 − α) log n ≤ 0
         e = tl.exp(a)
         em1 = tl.where(e == 1.0, a, (e - 1.0) * a / tl.log(tl.where(e == 1.0, 0.5, e)))  # expm1(a)
@@ -230,41 +310,49 @@ def _fwd_kernel(
         lo = zero
         t = zero
         norm = zero
+        two_m_a = 2.0 - alpha  # f'' = (2 − α) Σ p/w²
         done = (cnt == 0).to(tl.int32)
         n_left = tl.sum(1 - done, 0)
         while (n_left > 0) & (n_iter < MAX_ITER):
             fsum = zero
             gsum = zero
+            hsum = zero
             for kb in range(0, kb_end):
-                alive = tl.load(bmask_row + kb)
-                if alive != 0:
+                if _bit(bits, widx, kb) != 0:
                     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-                    k = tl.load(
-                        k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=(offs_n[:, None] < Lk) & d_ok[None, :]
-                    )
+                    kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+                    k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-                    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode)
                     fsum += tl.sum(pu, 1)
-                    gsum += tl.sum(tl.where(pos, pu / w, 0.0), 1)  # Σ r^{d−1} = −f'(t)
+                    gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
+                    hsum += tl.sum(hu, 1)  # Σ p/w²
                     live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
                     if live == 0:  # empty at the bracket's lower end, hence at every later t
-                        tl.store(bmask_row + kb, 0)
+                        bits = _clear_bit(bits, widx, kb)
                     visits += 1
             f = fsum - 1.0
             lo = tl.where(f > 0.0, t, lo)
             hi = tl.where(f < 0.0, t, hi)
-            t_new = t + f / tl.where(gsum > 0.0, gsum, 1.0)
-            t_new = tl.where((t_new > lo) & (t_new < hi), t_new, 0.5 * (lo + hi))
+            g = tl.where(gsum > 0.0, gsum, 1.0)
+            newton = t + f / g
+            den = 2.0 * gsum * gsum - two_m_a * f * hsum
+            halley = tl.where(den > 0.0, t + 2.0 * f * gsum / tl.where(den > 0.0, den, 1.0), newton)
+            n_inside = (newton > lo) & (newton < hi)
+            t_new = tl.where((halley > lo) & (halley < hi), halley, tl.where(n_inside, newton, 0.5 * (lo + hi)))
+            close = tl.abs(f) <= EPS_F
             small = tl.abs(t_new - t) <= TOL * (1.0 + tl.abs(t))
-            final = (done != 0) | (f == 0.0) | small | (n_iter == MAX_ITER - 1)
-            norm = tl.where(final & (done == 0), fsum, norm)  # Σ p at the t we keep
-            t = tl.where(final, t, t_new)
+            final = (done != 0) | close | small | (f == 0.0) | (n_iter == MAX_ITER - 1)
+            fuse = final & (done == 0) & close & (f > 0.0) & n_inside
+            norm = tl.where(final & (done == 0), tl.where(fuse, one, fsum), norm)  # predicted Σp at the kept t
+            t = tl.where(fuse, newton, tl.where(final, t, t_new))
             done = final.to(tl.int32)
             n_left = tl.sum(1 - done, 0)
             n_iter += 1
 
-    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight
+    # pass 3: accumulate over the live blocks, record which blocks hold a non-zero weight; the weights are
+    # normalised by the predicted Σp (norm) on the way and renormalised by their actual sum at the end
     inv_l = tl.where(norm > 0.0, 1.0 / tl.where(norm > 0.0, norm, 1.0), 0.0)
     ln_l = tl.log(tl.where(norm > 0.0, norm, 1.0))
     inv_am1_0 = tl.where(am1 > 0.0, 1.0 / tl.where(am1 > 0.0, am1, 1.0), 0.0)
@@ -275,20 +363,24 @@ def _fwd_kernel(
     st = zero  # Σ s or Σ p ẽ
     sf = zero  # Σ p φ̃
     sl = zero  # Σ p λ
+    psum = zero  # Σ p (1 up to the solver's tolerance)
     for kb in range(0, kb_end):
-        alive = tl.load(bmask_row + kb)
-        if alive != 0:
+        nonzero = 0
+        if _bit(bits, widx, kb) != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            k = tl.load(k_bh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
+            offs_kv = _wide(offs_n, IDX64)[:, None]
+            k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
             nonzero = tl.sum(pos.to(tl.int32))
             visits += 1
             if nonzero > 0:
-                v = tl.load(v_bh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+                # zeros, not garbage: the padded keys meet p = 0 in p·v, and 0 × NaN would be NaN
+                v = tl.load(v_bh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
                 p = pu * inv_l[:, None]
+                psum += tl.sum(p, 1)
                 acc += tl.dot(p.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                 if NEED_GRAD:
                     lam = tl.where(pos, logpu - ln_l[:, None], 0.0)  # λ = log p on the support
@@ -305,16 +397,16 @@ def _fwd_kernel(
                         sp = tl.where(pos, tl.exp((1.0 - am1) * lam), 0.0)  # s = p^{2−α}
                         acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                         st += tl.sum(sp, 1)
-            else:
-                tl.store(bmask_row + kb, 0)
+        tl.store(bmask_row + kb, (nonzero > 0).to(tl.int8))
 
-    rows = bh * Lq + offs_m
+    rows = bh * Lq + offs_m  # int64
     od = rows[:, None] * D + offs_d[None, :]
     od_mask = row_ok[:, None] & d_ok[None, :]
-    tl.store(OUT + od, acc.to(OUT.dtype.element_ty), mask=od_mask)
+    inv_psum = tl.where(psum > 0.0, 1.0 / tl.where(psum > 0.0, psum, 1.0), 0.0)
+    tl.store(OUT + od, (acc * inv_psum[:, None]).to(OUT.dtype.element_ty), mask=od_mask)
     tl.store(ROW_M + rows, m, mask=row_ok)
     tl.store(ROW_T + rows, t, mask=row_ok)
-    tl.store(ROW_L + rows, norm, mask=row_ok)
+    tl.store(ROW_L + rows, norm * psum, mask=row_ok)  # the Σ of unnormalised weights the output used
     if NEED_GRAD:
         if ALPHA_GRAD:
             # S = Σ s = 1 + (α−1)Ẽ;  Õ = (O + (α−1) O_ẽ) / S;  ∂ℓ/∂α (row) = dO · G with
@@ -338,13 +430,13 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_block(
-    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+    q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, is_soft)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
     p = pu * inv_l[:, None]
     s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
     dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
@@ -369,22 +461,24 @@ def _bwd_kv_kernel(
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     kb = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
     h = bh % H
     offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
-    v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+    offs_kv = _wide(offs_n, IDX64)[:, None]
+    k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
     kpm_b = KPM + b * skpm
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)
     dk = tl.zeros((BLOCK_N, BLOCK_D), ACC)
     dv = tl.zeros((BLOCK_N, BLOCK_D), ACC)
     qb_start = 0
@@ -396,11 +490,12 @@ def _bwd_kv_kernel(
             offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
             row_ok = offs_m < Lq
             qd_mask = row_ok[:, None] & d_ok[None, :]
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
-            do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+            offs_q = _wide(offs_m, IDX64)[:, None]
+            q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
+            do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
-                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
                 HAS_KPM, IS_CAUSAL, ACC, PREC,
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
@@ -416,10 +511,10 @@ def _bwd_q_kernel(
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     qb = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
     h = bh % H
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -427,13 +522,15 @@ def _bwd_q_kernel(
     row_ok = offs_m < Lq
     d_ok = offs_d < D
     qd_mask = row_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :], mask=qd_mask)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdl + offs_d[None, :], mask=qd_mask)
+    offs_q = _wide(offs_m, IDX64)[:, None]
+    q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
     m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
     kpm_b = KPM + b * skpm
     alpha = tl.load(ALPHA + h)
     am1 = alpha - 1.0
     is_soft = am1 == 0.0
+    inv_am1 = 1.0 / tl.where(is_soft, 1.0, am1)
     dq = tl.zeros((BLOCK_M, BLOCK_D), ACC)
     kb_end = n_kb
     if IS_CAUSAL:
@@ -443,10 +540,11 @@ def _bwd_q_kernel(
         if nonempty != 0:
             offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
             kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skl + offs_d[None, :], mask=kv_mask)
-            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svl + offs_d[None, :], mask=kv_mask)
+            offs_kv = _wide(offs_n, IDX64)[:, None]
+            k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
-                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, is_soft, Lq, Lk, kpm_b, scale,
+                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
                 HAS_KPM, IS_CAUSAL, ACC, PREC,
             )  # fmt: skip
             dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
@@ -469,8 +567,10 @@ def check_inputs(
 ) -> Tensor:
     """Validate the inputs of :func:`triton_entmax_attention`; return α as a tensor of shape (H,).
 
-    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  Checking that every α
-    lies in [1, 2] reads α on the host (one device synchronisation).
+    Raises ``TypeError``/``ValueError`` saying what was given and what is allowed.  A number α is checked on
+    the host; an α tensor on a CUDA device is checked *on the device* (``torch._assert_async``: no host
+    synchronisation, so a call can be queued behind running kernels; an α outside [1, 2] then fails as a CUDA
+    device-side assert), elsewhere on the host with a ``ValueError``.
     """
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, Tensor):
@@ -509,6 +609,8 @@ def check_inputs(
                 f"key_padding_mask must have shape (B, K) = {(B, k.shape[2])}, got {tuple(key_padding_mask.shape)}"
             )
     if isinstance(alpha, Real) and not isinstance(alpha, bool):
+        if not 1.0 <= float(alpha) <= 2.0:
+            raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {alpha}")
         alpha = torch.full((H,), float(alpha), dtype=torch.float32, device=q.device)
     if not isinstance(alpha, Tensor):
         raise TypeError(f"alpha must be a float or a tensor of shape (H,) = ({H},), got {type(alpha).__name__}")
@@ -519,8 +621,10 @@ def check_inputs(
     if tuple(alpha.shape) != (H,):
         raise ValueError(f"alpha must have shape (H,) = ({H},) or be a scalar, got {tuple(alpha.shape)}")
     a = alpha.detach()
-    bad = ~((a >= 1) & (a <= 2))
-    if bool(bad.any()):
+    in_range = ((a >= 1) & (a <= 2)).all()
+    if a.is_cuda:
+        torch._assert_async(in_range, "alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel")
+    elif not bool(in_range):
         raise ValueError(f"alpha must lie in [1, 2] (1 = softmax, 2 = sparsemax) for this kernel, got {a.tolist()}")
     return alpha
 
@@ -532,8 +636,9 @@ class EntmaxAttentionForward:
     ``out`` (B, H, Q, D) in the input dtype; per row (B, H, Q): ``row_max`` (m), ``threshold`` (t),
     ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
     True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
-    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉).  ``o_tilde`` (Õ, for δ)
-    and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward needs (None when not requested).
+    each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉): solver passes (Halley steps now;
+    the name stays).  ``o_tilde`` (Õ, for δ) and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward
+    needs (None when not requested).
     """
 
     out: Tensor
@@ -582,6 +687,12 @@ def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) 
     return bm, bn, bd
 
 
+def _n_words(n_kb: int) -> int:
+    """int32 words of the forward's register bitmask of live key blocks: a power of two ≥ 16, so that every
+    length up to 512 key blocks (32k tokens at BLOCK_N = 64) shares one compiled forward."""
+    return max(16, triton.next_power_of_2(triton.cdiv(n_kb, 32)))
+
+
 def _reachable_blocks(Lq: int, Lk: int, bm: int, bn: int, is_causal: bool) -> int:
     """Number of (query block, key block) tiles a program may visit (the kernels' loop bounds)."""
     n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
@@ -595,6 +706,12 @@ def _kpm_arg(key_padding_mask: Tensor | None, q: Tensor) -> tuple[Tensor, int, b
         return torch.empty(1, dtype=torch.int8, device=q.device), 0, False
     kpm = key_padding_mask.to(torch.int8).contiguous()  # (B, K)
     return kpm, kpm.stride(0), True
+
+
+def _needs_int64(*tensors: Tensor) -> bool:
+    """Whether some element of these tensors lies 2³¹ or more elements past its data pointer: then the kernels
+    index in 64 bits (a separate specialisation, so the common case keeps 32-bit offsets and its registers)."""
+    return any(sum((n - 1) * st for n, st in zip(x.shape, x.stride()) if n > 0) >= 2**31 - 1 for x in tensors)
 
 
 def _last_dim_contiguous(x: Tensor) -> Tensor:
@@ -641,9 +758,7 @@ def triton_entmax_attention_forward(
     dummy = torch.empty(1, dtype=acc, device=dev)
     o_t = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if need_grad else None
     g_a = torch.empty((B, H, Lq, D), dtype=acc, device=dev) if alpha_grad else None
-    # starts all ones and only ever goes 1 → 0 inside a program, so a read that misses an earlier write of the
-    # same program (no barrier in between) can only cost an extra visit, never skip a live block
-    bmask = torch.ones((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)
+    bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)  # every entry written once, never read
     visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
@@ -657,9 +772,9 @@ def triton_entmax_attention_forward(
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), skpm,
         H, Lq, Lk, D, n_qb, n_kb, scale,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
-        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol,
-        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
+        NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
+        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
         num_warps=_NUM_WARPS,
     )  # fmt: skip
     return EntmaxAttentionForward(
@@ -722,6 +837,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
+                IDX64=_needs_int64(q, k, v, do, dq, dk, bmask),
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
             _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
@@ -761,14 +877,20 @@ def triton_entmax_attention(
 
 
 def compile_kernels(
-    arch: int = 90, dtype: torch.dtype = torch.bfloat16, head_dim: int = 64, *, alpha_grad: bool = True
+    arch: int = 90,
+    dtype: torch.dtype = torch.bfloat16,
+    head_dim: int = 64,
+    *,
+    alpha_grad: bool = True,
+    idx64: bool = False,
 ) -> dict[str, object]:
     """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
     Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
     ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
-    process where ``TRITON_INTERPRET`` was not set when this module was imported.
+    process where ``TRITON_INTERPRET`` was not set when this module was imported.  ``idx64`` compiles the
+    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -781,12 +903,22 @@ def compile_kernels(
     io = names[dtype]
     acc = names[_acc_dtype(dtype)]
     bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
-    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype))
+    common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
     common["PREC"] = _precision(dtype)
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}
     specs = {
-        "forward": (_fwd_kernel, dict(NEED_GRAD=True, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=1e-6)),
+        "forward": (
+            _fwd_kernel,
+            dict(
+                NEED_GRAD=True,
+                ALPHA_GRAD=alpha_grad,
+                MAX_ITER=_MAX_ITER,
+                TOL=1e-6,
+                EPS_F=eps_f_for(dtype),
+                N_WORDS=_n_words(4096 // bn),
+            ),  # fmt: skip
+        ),
         "backward_kv": (_bwd_kv_kernel, {}),
         "backward_q": (_bwd_q_kernel, {}),
     }
