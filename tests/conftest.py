@@ -1,0 +1,13 @@
+"""Suite-wide set-up, loaded before any test module imports adasparse.
+
+The Triton kernels run on CPU under the Triton interpreter, which must be switched on before ``triton`` is
+first imported: ``import adasparse`` imports torch's compiler stack, and that imports ``triton`` (its
+standard-library ``@triton.jit`` functions are built then). So the switch lives here, not only in
+``tests/kernels/conftest.py`` (which would come too late when another test module is collected first).
+``ADASPARSE_TEST_DEVICE=cuda`` runs the kernel tests compiled, on a GPU.
+"""
+
+import os
+
+if os.environ.get("ADASPARSE_TEST_DEVICE", "cpu") == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
