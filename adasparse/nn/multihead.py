@@ -109,6 +109,9 @@ class MultiheadAttention(nn.Module):
         kdim, vdim: input sizes of key and value (default ``embed_dim``), for cross-attention.
         batch_first: inputs are ``(B, L, E)`` (default) or ``(L, B, E)``.
         backend: attention backend name passed to :func:`entmax_attention` (default ``"auto"``).
+        qk_transform: optional :class:`adasparse.nn.qk_transform.QKTransform` (RoPE, length scaling) applied
+            to the projected queries and keys: ``positions(q, k_new, offset)`` before the cache,
+            ``scale(q, mask, is_causal, k_len)`` right before the kernel.
 
     Call as ``out, stats = mha(query, key=None, value=None, ...)`` (see :meth:`forward`).
     """
@@ -129,6 +132,7 @@ class MultiheadAttention(nn.Module):
         vdim: int | None = None,
         batch_first: bool = True,
         backend: str = "auto",
+        qk_transform: nn.Module | None = None,
     ):
         super().__init__()
         if not isinstance(embed_dim, int) or not isinstance(num_heads, int) or embed_dim <= 0 or num_heads <= 0:
@@ -159,6 +163,7 @@ class MultiheadAttention(nn.Module):
         else:
             value = NORMALIZER_ALPHAS.get(self.normalizer, self.normalizer)
             self.alpha_module = FixedAlpha(value, num_heads)
+        self.qk_transform = qk_transform
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -228,6 +233,8 @@ class MultiheadAttention(nn.Module):
                 raise ValueError("cross-attention needs `key` (or a static cache already filled)")
             k = self._heads(self.k_proj(key))  # (B, H, K_new, D)
             v = self._heads(self.v_proj(value))  # (B, H, K_new, Dv)
+            if self.qk_transform is not None:  # positions (RoPE) of the new queries and keys; the cache keeps them
+                q, k = self.qk_transform.positions(q, k, cache.length if cache is not None and not cache.static else 0)
             kpm = key_padding_mask
             if cache is not None:
                 past = cache.length
@@ -257,6 +264,8 @@ class MultiheadAttention(nn.Module):
             cm = torch.arange(k.shape[-2], device=q.device)[None, :] <= q_pos  # (Q, K)
             mask = cm if mask is None else mask & cm
             causal = False
+        if self.qk_transform is not None:  # length scaling: q × s(n), n = the keys each query attends to
+            q = self.qk_transform.scale(q, mask, causal, k.shape[-2])
         res = entmax_attention(
             q,
             k,
