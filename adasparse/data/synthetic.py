@@ -9,16 +9,19 @@ defaults); task tokens start at 3.
 
 Tasks:
 
-* :class:`MQAR`: multi-query associative recall as in Zoology (Arora et al. 2023, ``multiquery_ar``):
-  ``P`` key–value pairs ``k₁ v₁ … k_P v_P`` (keys from the lower half of the task vocabulary, values from
-  the upper half, both drawn without replacement), then a region where every key is queried once, at even
-  offsets ``2g`` drawn without replacement from Zoology's power law ``p(g) ∝ g^(a−1)`` (``a = 0.01``:
-  queries tend to come soon after the pairs); the target at a query is its value.  Two deliberate
-  differences, both so that long test sequences stay unambiguous: ``P = L // kv_ratio`` grows with the
-  length (Zoology sweeps 64–512 tokens with 4–64 pairs; here 8 pairs per 64 tokens by default), and the
-  filler between queries is drawn from the *value* half only (Zoology draws it from the whole vocabulary,
-  where a key re-appearing as filler is rare at its 8k vocabulary and ≤ 512 tokens, but would be common at
-  4096 tokens): every key occurs exactly twice, in its pair and as its query.
+* :class:`MQAR`: multi-query associative recall as in Zoology (Arora et al. 2023; checked against its
+  ``multiquery_ar`` generator): ``P`` key–value pairs ``k₁ v₁ … k_P v_P`` first (keys from the lower half
+  of the task vocabulary, values from the upper half, both drawn without replacement), then a region where
+  every key is queried once, at even offsets ``2g`` with the gaps ``g`` drawn without replacement from
+  Zoology's power law ``p(g) ∝ g^(a−1)``, ``a = 0.01`` (about ``1/g``: a gap is roughly as likely in 1–10 as in
+  10–100); the target at a query is its value, which is not repeated after the query.  Differences:
+  the number of pairs grows with the length, ``P = L // kv_ratio`` (Zoology fixes ``P`` per data set and
+  sweeps 64–512 tokens with 4–64 pairs; ASEntmax's multi-token variant also grows the pairs with the
+  length); the filler between queries is drawn from the *value* half only (Zoology draws it from the whole
+  vocabulary, where a key re-appearing as filler is rare at its 8k vocabulary and ≤ 512 tokens, but would
+  be common at 4096 tokens and make the first occurrence ambiguous): every key occurs exactly twice, in its
+  pair and as its query; and the vocabulary needs only ``num_keys ≥ P`` (Zoology asks for more tokens than
+  the sequence length).
 * :class:`Copy`: ``BOS x₁ … x_n SEP x₁ … x_n`` with ``n = L/2 − 1`` symbols drawn uniformly (with
   repetition) from a small alphabet, the copying task of the length-generalisation literature (e.g. the
   ASEntmax paper's: random tokens from a 32-symbol vocabulary, as here); targets are the copy and a final
