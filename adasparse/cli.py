@@ -329,8 +329,9 @@ def _add_bench(sub) -> None:
     b = sub.add_parser("bench", help="run a benchmark and print a table of ratios", formatter_class=HelpFormatter)
     b.add_argument(
         "what",
-        choices=["ops", "models", "attention"],
-        help="ops: mappings vs torch.softmax; models: model fwd+bwd vs softmax model; attention: GPU kernel",
+        choices=["ops", "models", "attention", "length"],
+        help="ops: mappings vs torch.softmax; models: model fwd+bwd vs softmax model; attention: GPU kernel; "
+        "length: length generalisation of tiny decoder-only models on synthetic tasks",
     )
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see --help there)")
     b.set_defaults(func=_bench)

@@ -15,12 +15,15 @@ per-type keyword overrides (``enc_self=...``) win over it.  ``vocab_size=`` sets
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from numbers import Real
 from typing import Any
 
 from ..nn.activations import PARAMETRIZATIONS
+from ..nn.length_scaling import LENGTH_SCALINGS
 from ..nn.multihead import canonical_normalizer
+from ..nn.positions import POSITIONS
 
 __all__ = [
     "Seq2SeqConfig",
@@ -185,6 +188,16 @@ class DecoderOnlyConfig(_JsonMixin):
 
     Attributes mirror :class:`Seq2SeqConfig`; ``n_layers`` decoder blocks without cross-attention,
     ``self_attn`` is the normalizer, ``tie_embeddings`` ties the input embedding and the output projection.
+
+    Positions and length scaling (configs saved without these fields load with the defaults, the old behaviour):
+
+    * ``positions``: ``"sinusoidal"`` (default: absolute encodings added to the embeddings, at most ``max_len``
+      positions), ``"rope"`` (rotary, Su et al. 2021, half-split convention as Llama's, on every head's
+      queries and keys; ``rope_base`` its wavelength base) or ``"none"`` (NoPE: the causal mask alone).
+      With ``"rope"`` or ``"none"`` the model has no position table and takes sequences of any length.
+    * ``length_scaling``: ``"none"`` (default), ``"learned"`` (each query's scores × ``δ + β·log n``, ``n`` the
+      keys it may attend to, ``δ``/``β`` learned per head and layer from ``δ = 1``, ``β = 0``) or ``"ssmax"``
+      (Scalable-Softmax: × ``σ·log n``, ``σ`` learned per head from 1); see :mod:`adasparse.nn.length_scaling`.
     """
 
     vocab_size: int
@@ -205,6 +218,9 @@ class DecoderOnlyConfig(_JsonMixin):
     alpha_parametrization: str = "clamp"
     activation: str = "relu"
     scale_embeddings: bool = True
+    positions: str = "sinusoidal"
+    rope_base: float = 10000.0
+    length_scaling: str = "none"
 
     def __post_init__(self):
         _check_common(self)
@@ -212,6 +228,17 @@ class DecoderOnlyConfig(_JsonMixin):
         if not isinstance(self.n_layers, int) or self.n_layers <= 0:
             raise ValueError(f"n_layers must be a positive int, got {self.n_layers!r}")
         object.__setattr__(self, "self_attn", canonical_normalizer(self.self_attn, "self_attn"))
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"positions='rope' needs an even head dim, got d_model/n_heads = {self.d_model}/{self.n_heads}"
+            )
+        rb = self.rope_base
+        if isinstance(rb, bool) or not isinstance(rb, Real) or not math.isfinite(rb) or rb <= 1:
+            raise ValueError(f"rope_base must be a finite number > 1, got {rb!r}")
+        if self.length_scaling not in LENGTH_SCALINGS:
+            raise ValueError(f"length_scaling must be one of {list(LENGTH_SCALINGS)}, got {self.length_scaling!r}")
 
     @property
     def normalizers(self) -> dict[str, str | float]:

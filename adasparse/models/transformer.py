@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.length_scaling import LengthScaling
 from ..nn.multihead import Attention, KVCache
+from ..nn.positions import RotaryEmbedding
+from ..nn.qk_transform import QKTransform
 from .config import ATTENTION_TYPES, DecoderOnlyConfig, Seq2SeqConfig
 
 __all__ = [
@@ -96,7 +99,13 @@ class _Block(nn.Module):
 
 
 def _mha(
-    d_model: int, n_heads: int, normalizer, alpha_init, attn_dropout: float, alpha_parametrization: str
+    d_model: int,
+    n_heads: int,
+    normalizer,
+    alpha_init,
+    attn_dropout: float,
+    alpha_parametrization: str,
+    qk_transform=None,
 ) -> Attention:
     return Attention(
         d_model,
@@ -105,6 +114,7 @@ def _mha(
         alpha_init=alpha_init,
         alpha_parametrization=alpha_parametrization,
         dropout=attn_dropout,
+        qk_transform=qk_transform,
     )
 
 
@@ -141,7 +151,10 @@ class EncoderLayer(_Block):
 
 
 class DecoderLayer(_Block):
-    """Causal self-attention, (optionally) context attention over the encoder memory, feed-forward."""
+    """Causal self-attention, (optionally) context attention over the encoder memory, feed-forward.
+
+    ``qk_transform`` (optional, a :class:`~adasparse.nn.qk_transform.QKTransform`) goes to the self-attention:
+    RoPE and/or length scaling of its projected queries and keys."""
 
     def __init__(
         self,
@@ -157,9 +170,12 @@ class DecoderLayer(_Block):
         activation,
         context_normalizer=None,
         alpha_parametrization="clamp",
+        qk_transform=None,
     ):
         super().__init__(pre_norm, dropout)
-        self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout, alpha_parametrization)
+        self.self_attn = _mha(
+            d_model, n_heads, normalizer, alpha_init, attn_dropout, alpha_parametrization, qk_transform
+        )
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = None
         if context_normalizer is not None:
@@ -492,7 +508,11 @@ class DecoderOnlyTransformer(_Base):
     * ``forward(tokens (B, T), pad_mask=None, return_attention=False)`` → logits ``(B, T, V)``
       (or ``(logits, {"self": [ (B, H, T, T) per layer ]})``).
     * ``decode_step(tokens (B, t), cache=None)`` → ``(logits (B, V), cache)``; ``cache.reorder(index)``.
-    * ``loss``, ``alphas()`` → ``{"self": (layers, heads)}``, ``attention_maps(tokens)``.
+    * ``loss``, ``alphas()`` → ``{"self": (layers, heads)}``, ``attention_maps(tokens)``,
+      ``length_scales()`` → the learned length-scaling parameters per layer and head.
+
+    ``config.positions`` picks sinusoidal embeddings, RoPE on every self-attention layer, or none (NoPE);
+    ``config.length_scaling`` adds a :class:`~adasparse.nn.length_scaling.LengthScaling` to every layer.
     """
 
     def __init__(self, config: DecoderOnlyConfig):
@@ -502,7 +522,7 @@ class DecoderOnlyTransformer(_Base):
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
         _init_embedding(self.embed, c.d_model, c.pad_id)
-        self.positions = SinusoidalPositions(c.d_model, c.max_len)
+        self.positions = SinusoidalPositions(c.d_model, c.max_len) if c.positions == "sinusoidal" else None
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
         self.embed_dropout = nn.Dropout(c.dropout)
         self.decoder = Decoder(
@@ -518,6 +538,7 @@ class DecoderOnlyTransformer(_Base):
                     attn_dropout=c.attn_dropout,
                     pre_norm=c.pre_norm,
                     activation=c.activation,
+                    qk_transform=self._qk_transform(c),
                 )
                 for _ in range(c.n_layers)
             ],
@@ -531,14 +552,38 @@ class DecoderOnlyTransformer(_Base):
             nn.init.normal_(self.output.weight, 0.0, c.d_model**-0.5)
         self._init_linear()
 
+    @staticmethod
+    def _qk_transform(c: DecoderOnlyConfig) -> QKTransform | None:
+        """RoPE and/or length scaling of one layer's self-attention (None when the config asks for neither)."""
+        rotary = RotaryEmbedding(c.d_model // c.n_heads, c.rope_base) if c.positions == "rope" else None
+        scaling = LengthScaling(c.n_heads, c.length_scaling) if c.length_scaling != "none" else None
+        return None if rotary is None and scaling is None else QKTransform(rotary, scaling)
+
+    def _embed(self, tokens: Tensor, emb: nn.Embedding, offset: int = 0) -> Tensor:
+        x = emb(tokens) * self.embed_scale  # (B, T, E)
+        if self.positions is not None:  # sinusoidal; RoPE acts inside the attention, NoPE nowhere
+            x = x + self.positions(tokens.shape[1], offset)
+        return self.embed_dropout(x)
+
     def forward(
         self, tokens: Tensor, pad_mask: Tensor | None = None, return_attention: bool = False
     ) -> Tensor | tuple[Tensor, dict[str, list[Tensor]]]:
         """tokens ``(B, T)`` → logits ``(B, T, V)`` (next-token prediction at every position)."""
-        pad_mask = self._pad_mask(tokens, pad_mask)
-        x, maps, _ = self.decoder(self._embed(tokens, self.embed), pad_mask, return_stats=return_attention)
+        x, maps = self._features(tokens, pad_mask, return_attention)
         logits = self.output(x)  # (B, T, V)
         return (logits, {"self": maps}) if return_attention else logits
+
+    def _features(self, tokens: Tensor, pad_mask: Tensor | None, return_stats: bool) -> tuple[Tensor, list[Tensor]]:
+        pad_mask = self._pad_mask(tokens, pad_mask)
+        if not torch.compiler.is_compiling() and bool(pad_mask.all()):  # no padding: the causal mask alone is faster
+            pad_mask = None
+        x, maps, _ = self.decoder(self._embed(tokens, self.embed), pad_mask, return_stats=return_stats)
+        return x, maps
+
+    def features(self, tokens: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """The last hidden states ``(B, T, E)`` (after the final LayerNorm): ``self.output(features)`` are the
+        logits.  Projecting only the positions that are scored saves most of the time on a large vocabulary."""
+        return self._features(tokens, pad_mask, False)[0]
 
     def attention_maps(self, tokens: Tensor, pad_mask: Tensor | None = None) -> dict[str, list[Tensor]]:
         """``{"self": [(B, H, T, T) per layer]}``."""
@@ -559,6 +604,16 @@ class DecoderOnlyTransformer(_Base):
     def alphas(self) -> dict[str, Tensor]:
         """``{"self": (layers, heads)}`` current α (detached)."""
         return {"self": torch.stack([layer.self_attn.alpha for layer in self.decoder.layers]).detach()}
+
+    def length_scales(self) -> dict[str, Tensor]:
+        """Learned length-scaling parameters, detached, each ``(layers, heads)``: ``{"delta", "beta"}``
+        (``length_scaling="learned"``), ``{"sigma"}`` (``"ssmax"``) or ``{}`` (none)."""
+        mode = self.config.length_scaling
+        if mode == "none":
+            return {}
+        names = ("delta", "beta") if mode == "learned" else ("sigma",)
+        mods = [layer.self_attn.qk_transform.scaling for layer in self.decoder.layers]
+        return {n: torch.stack([getattr(m, n) for m in mods]).detach() for n in names}
 
 
 def build_model(config: Seq2SeqConfig | DecoderOnlyConfig) -> Seq2SeqTransformer | DecoderOnlyTransformer:
@@ -592,6 +647,7 @@ def summary(model: nn.Module) -> str:
     if isinstance(c, DecoderOnlyConfig):
         return (
             f"DecoderOnlyTransformer: {c.n_layers} layers x {c.n_heads} heads, d_model {c.d_model}, d_ff {c.d_ff}, "
-            f"{'pre' if c.pre_norm else 'post'}-norm; self={c.self_attn}; {n} parameters"
+            f"{'pre' if c.pre_norm else 'post'}-norm; self={c.self_attn}; positions={c.positions}, "
+            f"length_scaling={c.length_scaling}; {n} parameters"
         )
     return f"{type(model).__name__}: {n} parameters"

@@ -2,7 +2,10 @@
 
 from .activations import Entmax, Entmax15, LearnableAlpha, Sparsemax, alpha_parameters
 from .attention import AttentionStats, available_attention_backends, entmax_attention, register_attention_backend
+from .length_scaling import LengthScaling
 from .multihead import KVCache, MultiheadAttention
+from .positions import RotaryEmbedding
+from .qk_transform import QKTransform
 
 __all__ = [
     "Entmax",
@@ -16,4 +19,7 @@ __all__ = [
     "available_attention_backends",
     "MultiheadAttention",
     "KVCache",
+    "RotaryEmbedding",
+    "LengthScaling",
+    "QKTransform",
 ]

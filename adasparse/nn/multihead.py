@@ -520,6 +520,9 @@ class Attention(_EntmaxHeads):
         dropout: dropout on the attention probabilities (training only).
         kdim, vdim: input sizes of key and value (default ``embed_dim``), for cross-attention.
         backend: attention backend name passed to :func:`entmax_attention` (default ``"auto"``).
+        qk_transform: optional :class:`adasparse.nn.qk_transform.QKTransform` (RoPE, length scaling) applied
+            to the projected queries and keys: ``positions(q, k_new, offset)`` before the cache,
+            ``scale(q, mask, is_causal, k_len)`` right before the kernel.
 
     Parameters ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (``nn.Linear``) and ``alpha_module`` (the
     checkpoint format of the models).  Call as ``out, stats = attn(query, key=None, value=None, ...)``.
@@ -540,6 +543,7 @@ class Attention(_EntmaxHeads):
         kdim: int | None = None,
         vdim: int | None = None,
         backend: str = "auto",
+        qk_transform: nn.Module | None = None,
     ):
         if not isinstance(embed_dim, int) or not isinstance(num_heads, int) or embed_dim <= 0 or num_heads <= 0:
             raise ValueError(f"embed_dim and num_heads must be positive ints, got {embed_dim!r} and {num_heads!r}")
@@ -556,6 +560,7 @@ class Attention(_EntmaxHeads):
         self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self._make_alpha(num_heads, alpha_init, alpha_min, alpha_max, alpha_parametrization)  # after the projections
+        self.qk_transform = qk_transform
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -616,6 +621,8 @@ class Attention(_EntmaxHeads):
                 raise ValueError("cross-attention needs `key` (or a static cache already filled)")
             k = self._heads(self.k_proj(key))  # (B, H, K_new, D)
             v = self._heads(self.v_proj(value))  # (B, H, K_new, Dv)
+            if self.qk_transform is not None:  # positions (RoPE) of the new queries and keys; the cache keeps them
+                q, k = self.qk_transform.positions(q, k, cache.length if cache is not None and not cache.static else 0)
             kpm = key_padding_mask
             if cache is not None:
                 past = cache.length
@@ -643,6 +650,8 @@ class Attention(_EntmaxHeads):
             q_pos = torch.arange(past, past + q_len, device=q.device)[:, None]
             mask = _and(mask, torch.arange(k.shape[-2], device=q.device)[None, :] <= q_pos)  # (Q, K)
             causal = False
+        if self.qk_transform is not None:  # length scaling: q × s(n), n = the keys each query attends to
+            q = self.qk_transform.scale(q, mask, causal, k.shape[-2])
         res = self._attend(q, k, v, mask, is_causal=causal, return_stats=return_stats)
         out, stats = res if return_stats else (res, None)
         out = self.out_proj(out.transpose(1, 2).reshape(b, q_len, self.embed_dim))  # (B, Q, E)
