@@ -213,6 +213,8 @@ def adasparse_attention_forward(
             else:
                 tril = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
                 bias = bias.masked_fill(~tril, float("-inf"))
+    if allowed is not None and bias is None:  # transformers materialises (B, 1, Q, K): say it compactly if we can
+        allowed, is_causal = _compact_mask(allowed, is_causal)
     need_weights = _RECORDER is not None or bool(kwargs.get("output_attentions"))
     p_drop = dropout if module.training else 0.0
 
@@ -245,6 +247,22 @@ def adasparse_attention_forward(
     if _RECORDER is not None:
         _RECORDER.record(module, p, _allowed_for_record(allowed, bias, is_causal, q_len, k_len, query.device))
     return out.transpose(1, 2).contiguous(), p  # (B, Q, H, D)
+
+
+def _compact_mask(allowed: Tensor, is_causal: bool) -> tuple[Tensor, bool]:
+    """A materialised ``(B, 1, Q, K)`` mask that is only key padding, or causal (top-left) and key padding, as a
+    key-padding mask ``(B, 1, 1, K)`` (+ ``is_causal``): the form the fused kernel takes. Otherwise unchanged."""
+    if is_causal or allowed.dim() != 4 or allowed.shape[1] != 1:
+        return allowed, is_causal
+    q_len, k_len = allowed.shape[-2:]
+    keys = allowed.any(dim=-2, keepdim=True)  # (B, 1, 1, K): keys some query may attend
+    if bool((allowed == keys).all()):
+        return keys, False
+    if q_len == k_len:
+        tril = torch.ones(q_len, k_len, dtype=torch.bool, device=allowed.device).tril()
+        if bool((allowed == (tril & keys)).all()):
+            return keys, True
+    return allowed, is_causal
 
 
 def _allowed_for_record(allowed, bias, is_causal, q_len, k_len, device) -> Tensor | None:

@@ -741,3 +741,29 @@ def test_generate_at_alpha_one_equals_the_original_model(kind, mode):
     ref = _generate(original, kind, mode, use_cache=True)
     model = hf.sparsify(_build_generator(kind), alpha=1.0)
     torch.testing.assert_close(_generate(model, kind, mode, use_cache=True), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_materialised_padding_and_causal_masks_reach_the_kernel_as_key_padding(kind, monkeypatch):
+    """transformers hands us (B, 1, Q, K) masks; plain padding (BERT) and causal + padding (Llama) are passed
+    on as a (B, 1, 1, K) key-padding mask (+ is_causal), which the fused kernel takes, with the same result."""
+    model = hf.sparsify(build(kind), alpha=1.5)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        ref = getattr(model(input_ids=ids, attention_mask=mask), OUTPUT[kind])
+    seen = []
+    real = hf.entmax_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        seen.append((None if attn_mask is None else tuple(attn_mask.shape), is_causal))
+        return real(q, k, v, attn_mask, dropout_p, is_causal, **kw)
+
+    monkeypatch.setattr(hf, "entmax_attention", spy)
+    with torch.no_grad():
+        out = getattr(model(input_ids=ids, attention_mask=mask), OUTPUT[kind])
+    assert seen and all(shape == (2, 1, 1, ids.shape[1]) and causal == (kind == "llama") for shape, causal in seen)
+    torch.testing.assert_close(out, ref)
+    # and against the uncompressed path: the mask as transformers builds it, given to the reference directly
+    monkeypatch.setattr(hf, "_compact_mask", lambda allowed, is_causal: (allowed, is_causal))
+    with torch.no_grad():
+        torch.testing.assert_close(getattr(model(input_ids=ids, attention_mask=mask), OUTPUT[kind]), out)
