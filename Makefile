@@ -39,7 +39,7 @@ lint: $(STAMP)
 
 test: lint
 	@echo ">> running the test suite"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format adasparse tests benchmarks
