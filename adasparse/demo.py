@@ -136,7 +136,10 @@ def run_demo(
         )
         note = f"   α moved by at most {moved:.2f} from its start"
         if moved < 0.3:  # Adam moves each θ by about lr per update: a short run keeps α near its start
-            note += "; α learns slowly in a short run (--set alpha_lr_scale=10 speeds it up)"
+            note += (
+                ": these α are still close to their random start — a few thousand updates are too few for α to"
+                " learn (benchmarks/convergence.md; --set alpha_lr_scale=10 speeds it up)"
+            )
         print(note)
 
     from .analysis.cli import analyze_checkpoints
