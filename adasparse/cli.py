@@ -165,7 +165,7 @@ def _write_output(path: str | None, lines: list[str]) -> None:
         return
     from pathlib import Path
 
-    from .train.checkpoint import atomic_write_text
+    from ._io import atomic_write_text
 
     folder = Path(path).parent
     if not folder.is_dir():
