@@ -203,7 +203,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from .train.trainer import load_model, pick_device
+    from .train.loading import load_model, pick_device
 
     return load_model(args.checkpoint, pick_device(args.device))
 
