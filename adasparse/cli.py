@@ -165,7 +165,7 @@ def _write_output(path: str | None, lines: list[str]) -> None:
         return
     from pathlib import Path
 
-    from .train.checkpoint import atomic_write_text
+    from ._io import atomic_write_text
 
     folder = Path(path).parent
     if not folder.is_dir():
@@ -203,7 +203,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from .train.trainer import load_model, pick_device
+    from .train.loading import load_model, pick_device
 
     return load_model(args.checkpoint, pick_device(args.device))
 

@@ -66,7 +66,7 @@ def load_checkpoint_for_analysis(
     import torch
 
     from ..data.batching import collate, encode_pairs
-    from ..train.trainer import load_model
+    from ..train.loading import load_model
 
     model, toks, ckpt = load_model(checkpoint)
     src_ids, tgt_ids, dropped = encode_pairs(toks, src_lines, tgt_lines, max_len=model.config.max_len)
