@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from ._argparse import HelpFormatter
+from .ops.normalizers import LEARNED, NORMALIZERS
 
 
 class _StderrHandler(logging.Handler):
@@ -129,8 +130,7 @@ def _add_train(sub) -> None:
         "(default: none, the TrainConfig defaults)",
     )
     p.add_argument(
-        "--attention", help="softmax | sparsemax | entmax15 | learned | a number α, in every attention "
-        "(default: learned)",
+        "--attention", help=f"{' | '.join(NORMALIZERS)} | a number α, in every attention (default: {LEARNED})",
     )  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of the initialisation, batching and dropout (default: 1)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tensorboard/)")

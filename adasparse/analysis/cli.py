@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._argparse import HelpFormatter
+from ..ops.normalizers import normalizer_alpha
 from .stats import AttentionBatch, analyze_attention
 
 __all__ = [
@@ -73,7 +74,7 @@ def load_checkpoint_for_analysis(
     if dropped:
         raise ValueError(f"{dropped} analysis sentences are longer than the model's max_len={model.config.max_len}")
     norms = model.config.normalizers
-    alpha = {t: (model.alphas()[t] if norms[t] == "learned" else _fixed_alpha(norms[t])) for t in norms}
+    alpha = {t: (model.alphas()[t] if norms[t] == "learned" else normalizer_alpha(norms[t], t)) for t in norms}
     run_dir = ckpt.path.parent.parent  # <run>/checkpoints/step_N
     log = run_dir / "log.jsonl"
     name = _model_name(norms)
@@ -105,10 +106,6 @@ def load_checkpoint_for_analysis(
         path=ckpt.path,
         layers={t: n for t, n in layers.items() if t in norms},
     )
-
-
-def _fixed_alpha(normalizer: str | float) -> float:
-    return {"softmax": 1.0, "sparsemax": 2.0, "entmax15": 1.5}.get(normalizer, normalizer)  # type: ignore[arg-type]
 
 
 def _model_name(norms: Mapping[str, Any]) -> str:
