@@ -1,6 +1,7 @@
 """``adasparse analyze``: statistics, figures and the HTML report for one or several checkpoints.
 
-``adasparse analyze CHECKPOINT [CHECKPOINT ...] --data SRC TGT [--max-sentences N] [--sentence I ...] --out DIR``
+``adasparse analyze CHECKPOINT [CHECKPOINT ...] --data SRC TGT [--max-sentences N] [--sentence I ...]
+[--map-layers L ...] [--names NAME ...] [--batch-size B] --out DIR``
 
 Each checkpoint is loaded (:func:`load_checkpoint_for_analysis`), run teacher-forced over the given pairs, and
 its attention statistics go into one report (side by side when several checkpoints are given).

@@ -1,6 +1,6 @@
 """Statistics of attention heads: α, density, head diversity (JS), head roles.
 
-Definitions follow the paper's analysis (Correia, Niculae & Martins, EMNLP 2019; ``GUIDE.md`` §1).
+Definitions follow the analysis of Correia, Niculae & Martins, "Adaptively Sparse Transformers" (EMNLP 2019).
 
 Inputs
 ------
