@@ -111,7 +111,16 @@ def test_lock_released_after_ctrl_c(tmp_path):
     ]
     err = tmp_path / "stderr.txt"  # a file, not a pipe: a pipe nobody drains blocks a chatty child
     with open(err, "w") as errf:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errf, text=True)
+        # a shell's background job (`cmd &`, e.g. CI started with nohup) starts with SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: give the child the default disposition, as a terminal would
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "log.jsonl").exists():
