@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from ._argparse import HelpFormatter
+from .ops.normalizers import LEARNED, NORMALIZERS
 
 
 class _StderrHandler(logging.Handler):
@@ -129,8 +130,7 @@ def _add_train(sub) -> None:
         "(default: none, the TrainConfig defaults)",
     )
     p.add_argument(
-        "--attention", help="softmax | sparsemax | entmax15 | learned | a number α, in every attention "
-        "(default: learned)",
+        "--attention", help=f"{' | '.join(NORMALIZERS)} | a number α, in every attention (default: {LEARNED})",
     )  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of the initialisation, batching and dropout (default: 1)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl, tensorboard/)")
@@ -165,7 +165,7 @@ def _write_output(path: str | None, lines: list[str]) -> None:
         return
     from pathlib import Path
 
-    from .train.checkpoint import atomic_write_text
+    from ._io import atomic_write_text
 
     folder = Path(path).parent
     if not folder.is_dir():
@@ -203,7 +203,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from .train.trainer import load_model, pick_device
+    from .train.loading import load_model, pick_device
 
     return load_model(args.checkpoint, pick_device(args.device))
 

@@ -76,8 +76,9 @@ def run_demo(
     from .decode.translate import translate_lines
     from .evaluation import score_g2p, score_translation
     from .nn import alpha_parameters
+    from .train.loading import load_model
     from .train.logger import read_log
-    from .train.trainer import load_model, train
+    from .train.trainer import train
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 
 from adasparse.analysis.stats import read_alpha_log
+from adasparse.train.logger import read_log
 
 BINS = np.linspace(1.0, 2.0, 11)
 
 
 def _validations(log: Path, metric: str) -> list[tuple[int, float]]:
-    out = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a half-written last line of a live run
-            continue
-        if rec.get("kind") == "valid" and metric in rec:
-            out.append((int(rec["step"]), float(rec[metric])))
-    return out
+    # read_log skips a half-written last line (of a live run) with a warning
+    return [(int(r["step"]), float(r[metric])) for r in read_log(log) if r.get("kind") == "valid" and metric in r]
 
 
 def _pairs_swapped(a0: np.ndarray, a1: np.ndarray) -> tuple[int, int]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adasparse.cli import main as cli_main
-from adasparse.train.trainer import pick_device
+from adasparse.train.loading import pick_device
 
 
 def _lines(path, n):

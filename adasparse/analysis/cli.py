@@ -1,6 +1,7 @@
 """``adasparse analyze``: statistics, figures and the HTML report for one or several checkpoints.
 
-``adasparse analyze CHECKPOINT [CHECKPOINT ...] --data SRC TGT [--max-sentences N] [--sentence I ...] --out DIR``
+``adasparse analyze CHECKPOINT [CHECKPOINT ...] --data SRC TGT [--max-sentences N] [--sentence I ...]
+[--map-layers L ...] [--names NAME ...] [--batch-size B] --out DIR``
 
 Each checkpoint is loaded (:func:`load_checkpoint_for_analysis`), run teacher-forced over the given pairs, and
 its attention statistics go into one report (side by side when several checkpoints are given).
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._argparse import HelpFormatter
+from ..ops.normalizers import normalizer_alpha
 from .stats import AttentionBatch, analyze_attention
 
 __all__ = [
@@ -66,14 +68,14 @@ def load_checkpoint_for_analysis(
     import torch
 
     from ..data.batching import collate, encode_pairs
-    from ..train.trainer import load_model
+    from ..train.loading import load_model
 
     model, toks, ckpt = load_model(checkpoint)
     src_ids, tgt_ids, dropped = encode_pairs(toks, src_lines, tgt_lines, max_len=model.config.max_len)
     if dropped:
         raise ValueError(f"{dropped} analysis sentences are longer than the model's max_len={model.config.max_len}")
     norms = model.config.normalizers
-    alpha = {t: (model.alphas()[t] if norms[t] == "learned" else _fixed_alpha(norms[t])) for t in norms}
+    alpha = {t: (model.alphas()[t] if norms[t] == "learned" else normalizer_alpha(norms[t], t)) for t in norms}
     run_dir = ckpt.path.parent.parent  # <run>/checkpoints/step_N
     log = run_dir / "log.jsonl"
     name = _model_name(norms)
@@ -105,10 +107,6 @@ def load_checkpoint_for_analysis(
         path=ckpt.path,
         layers={t: n for t, n in layers.items() if t in norms},
     )
-
-
-def _fixed_alpha(normalizer: str | float) -> float:
-    return {"softmax": 1.0, "sparsemax": 2.0, "entmax15": 1.5}.get(normalizer, normalizer)  # type: ignore[arg-type]
 
 
 def _model_name(norms: Mapping[str, Any]) -> str:

@@ -124,6 +124,206 @@ nav a{margin-right:14px}
 """
 
 
+# ------------------------------------------------------------------------------------------------------ sections
+Section = tuple[str, str, list[str]]  # (anchor, heading, html parts)
+
+
+class _Figures:
+    """Renders the figures of a report into ``out`` as PNG files and keeps their entries in drawing order."""
+
+    def __init__(self, out: Path, dpi: int):
+        self.out = out
+        self.dpi = dpi
+        self.entries: list[FigureEntry] = []
+
+    def add(self, plot: F.Plot | None, fid: str, title: str, caption: str) -> FigureEntry | None:
+        if plot is None:
+            return None
+        fid = re.sub(r"[^A-Za-z0-9_.-]", "_", fid)
+        png = F.to_png(plot.figure, dpi=self.dpi)
+        (self.out / f"{fid}.png").write_bytes(png)
+        e = FigureEntry(fid, f"{fid}.png", title, caption, plot.data, png)
+        self.entries.append(e)
+        return e
+
+
+def _summary_section(results: list[AnalysisResult]) -> Section:
+    """Per attention type, a table of mean α, density and JS per layer with the models side by side."""
+    parts = [
+        "<p class='note'>Per layer: α averaged over the layer's heads (– for models without α), density "
+        "averaged over heads, and the Jensen–Shannon head diversity (normalised by log H).</p>"
+    ]
+    for t in ATTENTION_TYPES:
+        present = [r for r in results if t in r.types]
+        if not present:
+            continue
+        n_layers = max(r.types[t].num_layers for r in present)
+        header = ["layer"] + [f"{r.name}: {c}" for r in present for c in ("mean α", "density", "JS")]
+        rows = []
+        for li in range(n_layers):
+            row: list[str] = [f"<b>{li}</b>"]
+            for r in present:
+                s = r.types[t].layer_summary()
+                if li >= r.types[t].num_layers:
+                    row += ["", "", ""]
+                    continue
+                a = None if s["alpha_mean"] is None else s["alpha_mean"][li]
+                row += [_fmt(a), _fmt(s["density_mean"][li]), _fmt(s["js"][li])]
+            rows.append(row)
+        parts.append(_table(header, rows, F.TYPE_LABELS[t]))
+    return "summary", "Summary per layer", parts
+
+
+def _alpha_section(results: list[AnalysisResult], figs: _Figures, side: str) -> Section:
+    """The α histogram, each model's α tables and the α trajectories of the models with a training log."""
+    parts = []
+    e = figs.add(
+        F.alpha_histogram(results),
+        "alpha_histogram",
+        "α per head",
+        "Histogram of the learned (or fixed) α of every head, one panel per attention type. α = 1 is softmax "
+        "(dense), α = 2 is sparsemax (sparsest); the paper finds the encoder self-attention bimodal, with one "
+        "mode near 2 and one between 1 and 1.5." + side,
+    )
+    parts.append(_fig(e) if e else "<p class='note'>No model has α per head.</p>")
+    for k, r in enumerate(results):
+        tables = [
+            _head_table(ts.alpha, f"{r.name}: α, {F.TYPE_LABELS[t]}")
+            for t, ts in r.types.items()
+            if ts.alpha is not None
+        ]
+        parts += tables
+        e = figs.add(
+            F.alpha_trajectories(r),
+            f"alpha_trajectories_m{k}",
+            f"α during training: {r.name}",
+            "α of every head over the training steps, read from the training log: rows are attention types, "
+            "columns layers, one line per head. Heads that move to 2 became sparse; heads that fall towards 1 "
+            "became dense.",
+        )
+        if e:
+            parts.append(_fig(e))
+    return "alpha", "α per head", parts
+
+
+def _density_section(results: list[AnalysisResult], figs: _Figures, side: str) -> Section:
+    """Sorted density per head, density against sentence length, and each model's density tables."""
+    parts = []
+    e = figs.add(
+        F.sorted_density(results),
+        "density_sorted",
+        "Density per head, sorted within each layer",
+        "Density of a head = fraction of the attendable keys that get a non-zero weight, averaged over real "
+        "(non-pad) queries; a softmax head has density 1. Within each layer the heads are sorted from densest "
+        "to sparsest." + side,
+    )
+    parts.append(_fig(e))
+    e = figs.add(
+        F.density_vs_length(results),
+        "density_vs_length",
+        "Density against sentence length",
+        "Mean density over all heads and layers for sentences of each length (number of keys: source length "
+        "for encoder self- and context attention, target length for decoder self-attention). Sparse heads "
+        "attend to a roughly constant number of keys, so their density falls as sentences grow." + side,
+    )
+    parts.append(_fig(e))
+    for r in results:
+        parts += [_head_table(ts.density, f"{r.name}: density, {F.TYPE_LABELS[t]}") for t, ts in r.types.items()]
+    return "density", "Density", parts
+
+
+def _js_section(results: list[AnalysisResult], figs: _Figures, side: str) -> Section:
+    """The Jensen–Shannon head diversity per layer."""
+    e = figs.add(
+        F.js_per_layer(results),
+        "js_per_layer",
+        "Head diversity per layer",
+        "Jensen–Shannon divergence between the heads of a layer for the same query, H(mean of heads) − mean "
+        "of H(head), divided by log H and averaged over real queries: 0 when all heads agree, 1 when they "
+        "attend to disjoint keys. The paper finds sparse heads more diverse than softmax heads." + side,
+    )
+    return "js", "Head diversity (JS)", [_fig(e)]
+
+
+def _roles_section(results: list[AnalysisResult], figs: _Figures) -> Section:
+    """Each model's role heatmaps and its top heads per attention type and role."""
+    parts = [
+        "<p class='note'>previous / next token: mean weight a query puts on the key just before / after it "
+        "(self-attention only; no next token under a causal mask). Subword merging: mean weight a subword "
+        "piece gives to the other pieces of its own word. Interrogation: mean weight put on a final '?' of the "
+        "source sentence, over sentences ending with one.</p>"
+    ]
+    for k, r in enumerate(results):
+        e = figs.add(
+            F.role_heatmaps(r),
+            f"roles_m{k}",
+            f"Head roles: {r.name}",
+            "Score of every head (layer × head) for each role; grey cells have no eligible token.",
+        )
+        if e:
+            parts.append(_fig(e))
+        for t, ts in r.types.items():
+            for role in ROLE_NAMES:
+                if ts.role(role) is None:
+                    continue
+                top = r.top_heads(t, role)
+                rows = [[str(h["layer"]), str(h["head"]), _fmt(h["score"]), _fmt(h["alpha"])] for h in top]
+                parts.append(
+                    _table(
+                        ["layer", "head", "score", "α"],
+                        rows,
+                        f"{r.name}: top {F.ROLE_LABELS[role]} heads, {F.TYPE_LABELS[t]}",
+                    )
+                )
+    return "roles", "Head roles", parts
+
+
+def _maps_section(results: list[AnalysisResult], figs: _Figures, map_layers: Sequence[int] | None) -> Section:
+    """One attention grid per model × kept sentence × attention type × layer in ``map_layers`` (all if None)."""
+    parts = [
+        "<p class='note'>All heads of a layer for one sentence; rows are queries, columns keys. Exactly zero "
+        "weights are white, distinct from small non-zero weights (dark).</p>"
+    ]
+    for k, r in enumerate(results):
+        for amap in r.maps:
+            for t, layers in amap.attention.items():
+                for li in range(len(layers)):
+                    if map_layers is not None and li not in map_layers:
+                        continue
+                    e = figs.add(
+                        F.attention_grid(amap, t, li, r.name),
+                        f"attention_m{k}_s{amap.index}_{t}_l{li}",
+                        f"{r.name}: sentence {amap.index}, {F.TYPE_LABELS[t]}, layer {li}",
+                        "Attention weights of every head; white = exactly zero.",
+                    )
+                    parts.append(_fig(e))
+    if len(parts) == 1:
+        parts.append("<p class='note'>No attention maps were kept.</p>")
+    return "maps", "Attention maps", parts
+
+
+def _write_metrics(path: Path, title: str, results: list[AnalysisResult], entries: list[FigureEntry]) -> None:
+    metrics = {
+        "title": title,
+        "models": [r.to_dict() for r in results],
+        "figures": [{"id": e.id, "file": e.file, "title": e.title} for e in entries],
+    }
+    path.write_text(json.dumps(metrics, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+
+
+def _page(title: str, results: list[AnalysisResult], sections: list[Section]) -> str:
+    """The HTML page: title, the models, a navigation bar and the sections."""
+    models = ", ".join(f"{_esc(r.name)} ({r.num_sentences} sentences)" for r in results)
+    nav = "".join(f"<a href='#{a}'>{_esc(h)}</a>" for a, h, _ in sections)
+    body = "".join(f"<h2 id='{a}'>{_esc(h)}</h2>\n" + "\n".join(p) for a, h, p in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_esc(title)}</h1><p>Models: {models}. Every number on this page is also in "
+        f"<code>metrics.json</code> next to it.</p><nav>{nav}</nav>{body}</body></html>\n"
+    )
+
+
 # -------------------------------------------------------------------------------------------------------- report
 def write_report(
     results: AnalysisResult | Sequence[AnalysisResult],
@@ -148,187 +348,22 @@ def write_report(
     results = _as_list(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    entries: list[FigureEntry] = []
-
-    def add(plot: F.Plot | None, fid: str, title: str, caption: str) -> FigureEntry | None:
-        if plot is None:
-            return None
-        fid = re.sub(r"[^A-Za-z0-9_.-]", "_", fid)
-        png = F.to_png(plot.figure, dpi=dpi)
-        (out / f"{fid}.png").write_bytes(png)
-        e = FigureEntry(fid, f"{fid}.png", title, caption, plot.data, png)
-        entries.append(e)
-        return e
-
-    many = len(results) > 1
-    side = " Models are drawn side by side in different colours." if many else ""
-    sections: list[tuple[str, str, list[str]]] = []  # (anchor, heading, html parts)
-
-    # --- summary
-    parts = [
-        "<p class='note'>Per layer: α averaged over the layer's heads (– for models without α), density "
-        "averaged over heads, and the Jensen–Shannon head diversity (normalised by log H).</p>"
+    figs = _Figures(out, dpi)
+    side = " Models are drawn side by side in different colours." if len(results) > 1 else ""
+    sections = [
+        _summary_section(results),
+        _alpha_section(results, figs, side),
+        _density_section(results, figs, side),
+        _js_section(results, figs, side),
+        _roles_section(results, figs),
+        _maps_section(results, figs, map_layers),
     ]
-    for t in ATTENTION_TYPES:
-        present = [r for r in results if t in r.types]
-        if not present:
-            continue
-        n_layers = max(r.types[t].num_layers for r in present)
-        header = ["layer"] + [f"{r.name}: {c}" for r in present for c in ("mean α", "density", "JS")]
-        rows = []
-        for li in range(n_layers):
-            row: list[str] = [f"<b>{li}</b>"]
-            for r in present:
-                s = r.types[t].layer_summary()
-                if li >= r.types[t].num_layers:
-                    row += ["", "", ""]
-                    continue
-                a = None if s["alpha_mean"] is None else s["alpha_mean"][li]
-                row += [_fmt(a), _fmt(s["density_mean"][li]), _fmt(s["js"][li])]
-            rows.append(row)
-        parts.append(_table(header, rows, F.TYPE_LABELS[t]))
-    sections.append(("summary", "Summary per layer", parts))
-
-    # --- α
-    parts = []
-    e = add(
-        F.alpha_histogram(results),
-        "alpha_histogram",
-        "α per head",
-        "Histogram of the learned (or fixed) α of every head, one panel per attention type. α = 1 is softmax "
-        "(dense), α = 2 is sparsemax (sparsest); the paper finds the encoder self-attention bimodal, with one "
-        "mode near 2 and one between 1 and 1.5." + side,
-    )
-    parts.append(_fig(e) if e else "<p class='note'>No model has α per head.</p>")
-    for k, r in enumerate(results):
-        tables = [
-            _head_table(ts.alpha, f"{r.name}: α, {F.TYPE_LABELS[t]}")
-            for t, ts in r.types.items()
-            if ts.alpha is not None
-        ]
-        parts += tables
-        e = add(
-            F.alpha_trajectories(r),
-            f"alpha_trajectories_m{k}",
-            f"α during training: {r.name}",
-            "α of every head over the training steps, read from the training log: rows are attention types, "
-            "columns layers, one line per head. Heads that move to 2 became sparse; heads that fall towards 1 "
-            "became dense.",
-        )
-        if e:
-            parts.append(_fig(e))
-    sections.append(("alpha", "α per head", parts))
-
-    # --- density
-    parts = []
-    e = add(
-        F.sorted_density(results),
-        "density_sorted",
-        "Density per head, sorted within each layer",
-        "Density of a head = fraction of the attendable keys that get a non-zero weight, averaged over real "
-        "(non-pad) queries; a softmax head has density 1. Within each layer the heads are sorted from densest "
-        "to sparsest." + side,
-    )
-    parts.append(_fig(e))
-    e = add(
-        F.density_vs_length(results),
-        "density_vs_length",
-        "Density against sentence length",
-        "Mean density over all heads and layers for sentences of each length (number of keys: source length "
-        "for encoder self- and context attention, target length for decoder self-attention). Sparse heads "
-        "attend to a roughly constant number of keys, so their density falls as sentences grow." + side,
-    )
-    parts.append(_fig(e))
-    for r in results:
-        parts += [_head_table(ts.density, f"{r.name}: density, {F.TYPE_LABELS[t]}") for t, ts in r.types.items()]
-    sections.append(("density", "Density", parts))
-
-    # --- JS
-    e = add(
-        F.js_per_layer(results),
-        "js_per_layer",
-        "Head diversity per layer",
-        "Jensen–Shannon divergence between the heads of a layer for the same query, H(mean of heads) − mean "
-        "of H(head), divided by log H and averaged over real queries: 0 when all heads agree, 1 when they "
-        "attend to disjoint keys. The paper finds sparse heads more diverse than softmax heads." + side,
-    )
-    sections.append(("js", "Head diversity (JS)", [_fig(e)]))
-
-    # --- roles
-    parts = [
-        "<p class='note'>previous / next token: mean weight a query puts on the key just before / after it "
-        "(self-attention only; no next token under a causal mask). Subword merging: mean weight a subword "
-        "piece gives to the other pieces of its own word. Interrogation: mean weight put on a final '?' of the "
-        "source sentence, over sentences ending with one.</p>"
-    ]
-    for k, r in enumerate(results):
-        e = add(
-            F.role_heatmaps(r),
-            f"roles_m{k}",
-            f"Head roles: {r.name}",
-            "Score of every head (layer × head) for each role; grey cells have no eligible token.",
-        )
-        if e:
-            parts.append(_fig(e))
-        for t, ts in r.types.items():
-            for role in ROLE_NAMES:
-                if ts.role(role) is None:
-                    continue
-                top = r.top_heads(t, role)
-                rows = [[str(h["layer"]), str(h["head"]), _fmt(h["score"]), _fmt(h["alpha"])] for h in top]
-                parts.append(
-                    _table(
-                        ["layer", "head", "score", "α"],
-                        rows,
-                        f"{r.name}: top {F.ROLE_LABELS[role]} heads, {F.TYPE_LABELS[t]}",
-                    )
-                )
-    sections.append(("roles", "Head roles", parts))
-
-    # --- attention maps
-    parts = [
-        "<p class='note'>All heads of a layer for one sentence; rows are queries, columns keys. Exactly zero "
-        "weights are white, distinct from small non-zero weights (dark).</p>"
-    ]
-    for k, r in enumerate(results):
-        for amap in r.maps:
-            for t, layers in amap.attention.items():
-                for li in range(len(layers)):
-                    if map_layers is not None and li not in map_layers:
-                        continue
-                    e = add(
-                        F.attention_grid(amap, t, li, r.name),
-                        f"attention_m{k}_s{amap.index}_{t}_l{li}",
-                        f"{r.name}: sentence {amap.index}, {F.TYPE_LABELS[t]}, layer {li}",
-                        "Attention weights of every head; white = exactly zero.",
-                    )
-                    parts.append(_fig(e))
-    if len(parts) == 1:
-        parts.append("<p class='note'>No attention maps were kept.</p>")
-    sections.append(("maps", "Attention maps", parts))
-
-    # --- write
     summary = summary_text(results)
-    metrics = {
-        "title": title,
-        "models": [r.to_dict() for r in results],
-        "figures": [{"id": e.id, "file": e.file, "title": e.title} for e in entries],
-    }
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-
-    models = ", ".join(f"{_esc(r.name)} ({r.num_sentences} sentences)" for r in results)
-    nav = "".join(f"<a href='#{a}'>{_esc(h)}</a>" for a, h, _ in sections)
-    body = "".join(f"<h2 id='{a}'>{_esc(h)}</h2>\n" + "\n".join(p) for a, h, p in sections)
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_esc(title)}</h1><p>Models: {models}. Every number on this page is also in "
-        f"<code>metrics.json</code> next to it.</p><nav>{nav}</nav>{body}</body></html>\n"
-    )
+    _write_metrics(metrics_path, title, results, figs.entries)
     html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
-    return Report(html_path, metrics_path, entries, summary)
+    html_path.write_text(_page(title, results, sections), encoding="utf-8")
+    return Report(html_path, metrics_path, figs.entries, summary)
 
 
 def _fig(e: FigureEntry) -> str:

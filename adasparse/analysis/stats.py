@@ -1,6 +1,6 @@
 """Statistics of attention heads: α, density, head diversity (JS), head roles.
 
-Definitions follow the paper's analysis (Correia, Niculae & Martins, EMNLP 2019; ``GUIDE.md`` §1).
+Definitions follow the analysis of Correia, Niculae & Martins, "Adaptively Sparse Transformers" (EMNLP 2019).
 
 Inputs
 ------
@@ -49,7 +49,6 @@ with ``alpha[type][layer][head]``; other keys are ignored, lines without ``"alph
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from .._io import read_jsonl
 
 __all__ = [
     "ATTENTION_TYPES",
@@ -412,36 +413,28 @@ class AlphaTrajectory:
 
 
 def read_alpha_log(path: str | Path) -> AlphaTrajectory:
-    """Read the α trajectory from a JSON Lines training log (format in the module docstring)."""
+    """Read the α trajectory from a JSON Lines training log (format in the module docstring).
+
+    Lines are read by :func:`adasparse._io.read_jsonl`: a last line cut short (a run killed mid-write, or one
+    still running) is skipped with a warning; an unreadable line before it raises ``ValueError`` naming it.
+    """
     steps: list[int] = []
     series: dict[str, list[np.ndarray]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or "alpha" not in rec:
-                continue
-            if "step" not in rec or not isinstance(rec["alpha"], dict):
-                raise ValueError(f"{path}:{lineno}: an α record needs 'step' and 'alpha' = {{type: [[α]]}}")
-            if series and set(rec["alpha"]) != set(series):
-                raise ValueError(
-                    f"{path}:{lineno}: attention types {sorted(rec['alpha'])} differ from {sorted(series)}"
-                )
-            for t, a in rec["alpha"].items():
-                arr = np.asarray(a, dtype=np.float64)
-                if arr.ndim != 2:
-                    raise ValueError(f"{path}:{lineno}: alpha[{t!r}] must be [[α per head] per layer], got {arr.shape}")
-                if series.get(t) and series[t][0].shape != arr.shape:
-                    raise ValueError(
-                        f"{path}:{lineno}: alpha[{t!r}] has shape {arr.shape}, earlier {series[t][0].shape}"
-                    )
-                series.setdefault(t, []).append(arr)
-            steps.append(int(rec["step"]))
+    for lineno, rec in read_jsonl(path):
+        if not isinstance(rec, dict) or "alpha" not in rec:
+            continue
+        if "step" not in rec or not isinstance(rec["alpha"], dict):
+            raise ValueError(f"{path}:{lineno}: an α record needs 'step' and 'alpha' = {{type: [[α]]}}")
+        if series and set(rec["alpha"]) != set(series):
+            raise ValueError(f"{path}:{lineno}: attention types {sorted(rec['alpha'])} differ from {sorted(series)}")
+        for t, a in rec["alpha"].items():
+            arr = np.asarray(a, dtype=np.float64)
+            if arr.ndim != 2:
+                raise ValueError(f"{path}:{lineno}: alpha[{t!r}] must be [[α per head] per layer], got {arr.shape}")
+            if series.get(t) and series[t][0].shape != arr.shape:
+                raise ValueError(f"{path}:{lineno}: alpha[{t!r}] has shape {arr.shape}, earlier {series[t][0].shape}")
+            series.setdefault(t, []).append(arr)
+        steps.append(int(rec["step"]))
     if not steps:
         raise ValueError(f"{path}: no line with 'step' and 'alpha' found")
     return AlphaTrajectory(np.asarray(steps), {t: np.stack(v) for t, v in series.items()})

@@ -364,10 +364,6 @@ def table_header() -> str:
     return "| " + " | ".join(_COLUMNS) + " |\n|" + "---:|" * 2 + "---|" * 2 + "---:|" * 6 + "---|"
 
 
-def format_table(rows: list[dict]) -> str:
-    return "\n".join([table_header(), *(format_row(r) for r in rows)])
-
-
 def _accuracy(cfg: BenchConfig, theta: torch.Tensor, device: torch.device) -> dict[str, float]:
     """Relative errors of the kernel vs the float32 reference on a short sequence (sanity check on the device)."""
     from adasparse.kernels.triton_entmax_attention import triton_entmax_attention

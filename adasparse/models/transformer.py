@@ -300,22 +300,26 @@ class Decoder(nn.Module):
 
 
 def label_smoothed_loss(
-    logits: Tensor, target: Tensor, label_smoothing: float = 0.1, ignore_index: int = 0
+    logits: Tensor, target: Tensor, label_smoothing: float = 0.1, ignore_index: int = 0, reduction: str = "mean"
 ) -> tuple[Tensor, Tensor]:
     """Label-smoothed cross-entropy over the vocabulary (``torch.nn.functional.cross_entropy``'s
-    smoothing: the target gets ``1 − ε + ε/V``, every other class ``ε/V``), averaged over the
-    tokens whose target is not ``ignore_index``.
+    smoothing: the target gets ``1 − ε + ε/V``, every other class ``ε/V``), averaged (or summed) over
+    the tokens whose target is not ``ignore_index``.
 
     Args:
         logits: ``(B, T, V)`` (or ``(N, V)``).
         target: ``(B, T)`` (or ``(N,)``) token ids.
+        reduction: ``"mean"`` over the counted tokens, or ``"sum"`` (what a token-weighted mean over
+            several batches or processes adds up; the trainer uses it).
 
     Returns:
-        ``(mean_loss, n_tokens)``: 0-dim float32 tensor and 0-dim int64 tensor (number of non-ignored
+        ``(loss, n_tokens)``: 0-dim float32 tensor and 0-dim int64 tensor (number of non-ignored
         targets; the mean is 0 when there are none).  ``mean_loss * n_tokens`` is the summed loss.
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if logits.shape[:-1] != target.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree (need (..., V) and (...))"
@@ -328,7 +332,7 @@ def label_smoothed_loss(
         reduction="sum",
     )
     n = (target != ignore_index).sum()
-    return total / n.clamp_min(1), n
+    return (total if reduction == "sum" else total / n.clamp_min(1)), n
 
 
 def _init_embedding(emb: nn.Embedding, d_model: int, pad_id: int) -> None:
@@ -347,12 +351,17 @@ class _Base(nn.Module):
         return self.embed_dropout(x)
 
     def loss(
-        self, logits: Tensor, target: Tensor, label_smoothing: float = 0.1, ignore_index: int | None = None
+        self,
+        logits: Tensor,
+        target: Tensor,
+        label_smoothing: float = 0.1,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
     ) -> tuple[Tensor, Tensor]:
-        """Label-smoothed cross-entropy, mean over non-pad targets → ``(mean_loss, n_tokens)``
+        """Label-smoothed cross-entropy, mean (or sum) over non-pad targets → ``(loss, n_tokens)``
         (see :func:`label_smoothed_loss`; ``ignore_index`` defaults to ``config.pad_id``)."""
         ignore = self.config.pad_id if ignore_index is None else ignore_index
-        return label_smoothed_loss(logits, target, label_smoothing, ignore)
+        return label_smoothed_loss(logits, target, label_smoothing, ignore, reduction)
 
     def _init_linear(self) -> None:
         """Xavier-uniform feed-forward weights, zero biases (attention projections init themselves)."""

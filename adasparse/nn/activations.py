@@ -7,7 +7,14 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.entmax import _check_alpha_tensor, _check_alpha_value, entmax, entmax15, sparsemax
+from ..ops.entmax import entmax, entmax15, sparsemax
+from ..ops.normalizers import (
+    PARAMETRIZATIONS,  # noqa: F401  (re-exported: its former home)
+    check_alpha_init,
+    check_alpha_tensor,
+    check_alpha_value,
+    check_parametrization,
+)
 
 __all__ = ["Entmax", "Sparsemax", "Entmax15", "LearnableAlpha", "alpha_parameters"]
 
@@ -31,10 +38,10 @@ class Entmax(nn.Module):
     def __init__(self, alpha: float | Tensor = 1.5, dim: int = -1):
         super().__init__()
         if isinstance(alpha, Tensor):
-            _check_alpha_tensor(alpha)
+            check_alpha_tensor(alpha)
             self.alpha = alpha  # nn.Module registers an nn.Parameter; a plain tensor stays an attribute
         else:
-            self.alpha = _check_alpha_value(alpha)
+            self.alpha = check_alpha_value(alpha)
         self.dim = dim
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,9 +82,6 @@ class Entmax15(nn.Module):
         return f"dim={self.dim}"
 
 
-PARAMETRIZATIONS = ("clamp", "sigmoid")
-
-
 class LearnableAlpha(nn.Module):
     """A learnable α of a given shape, one θ per entry (e.g. per attention head).
 
@@ -113,21 +117,17 @@ class LearnableAlpha(nn.Module):
             raise ValueError(f"shape must contain positive ints, got {shape}")
         if not (1.0 <= alpha_min < alpha_max):
             raise ValueError(f"need 1 <= alpha_min < alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
-        if parametrization not in PARAMETRIZATIONS:
-            raise ValueError(f"parametrization must be one of {list(PARAMETRIZATIONS)}, got {parametrization!r}")
+        check_parametrization(parametrization)
         self.alpha_min = float(alpha_min)
         self.alpha_max = float(alpha_max)
         self.parametrization = parametrization
         self.init = init
         self.theta = nn.Parameter(torch.empty(shape))
-        if isinstance(init, str):
-            if init != "normal":
-                raise ValueError(f"init must be 'normal' or a number in (1, 2), got {init!r}")
-        else:
+        if not isinstance(check_alpha_init(init, "init"), str):
             a = float(init)
             # the sigmoid map reaches its ends only at θ = ±inf
             inside = alpha_min < a < alpha_max if parametrization == "sigmoid" else alpha_min <= a <= alpha_max
-            if not (1.0 < a < 2.0) or not inside:
+            if not inside:
                 ends = "(alpha_min, alpha_max)" if parametrization == "sigmoid" else "[alpha_min, alpha_max]"
                 raise ValueError(f"init={init!r} must lie in (1, 2) and in {ends} = ({alpha_min}, {alpha_max})")
         self.reset_parameters()

@@ -55,6 +55,7 @@ from torch import Tensor
 from torch.nn.attention.bias import CausalBias, CausalVariant
 
 from ..ops.entmax import entmax
+from ..ops.normalizers import NORMALIZER_ALPHAS, check_alpha_dtype, normalizer_alpha
 
 __all__ = [
     "AttentionStats",
@@ -64,9 +65,6 @@ __all__ = [
     "NORMALIZER_ALPHAS",
     "resolve_alpha",
 ]
-
-#: names accepted wherever a fixed normalizer is given, and the α each one means
-NORMALIZER_ALPHAS: dict[str, float] = {"softmax": 1.0, "entmax15": 1.5, "sparsemax": 2.0}
 
 
 @dataclass(frozen=True)
@@ -105,13 +103,8 @@ def resolve_alpha(alpha: float | str | Tensor, num_heads: int | None = None, ndi
         ValueError: an unknown name, α < 1 or not finite, or a tensor of the wrong shape.
         TypeError: ``alpha`` is of another type.
     """
-    if isinstance(alpha, str):
-        if alpha not in NORMALIZER_ALPHAS:
-            raise ValueError(f"alpha={alpha!r} is not a known normalizer; allowed: {sorted(NORMALIZER_ALPHAS)}")
-        return NORMALIZER_ALPHAS[alpha]
     if isinstance(alpha, Tensor):
-        if not alpha.is_floating_point():
-            raise TypeError(f"alpha must be a floating-point tensor, got dtype {alpha.dtype}")
+        check_alpha_dtype(alpha)
         if alpha.dim() == 0 or (alpha.dim() == 1 and alpha.shape[0] == 1):
             return alpha.reshape((1,) * ndim)
         if alpha.dim() == 1:
@@ -133,15 +126,7 @@ def resolve_alpha(alpha: float | str | Tensor, num_heads: int | None = None, ndi
                 "e.g. (H, 1, 1) or (B, H, Q, 1)"
             )
         return alpha.reshape((1,) * (ndim - alpha.dim()) + tuple(alpha.shape))
-    if isinstance(alpha, bool) or not isinstance(alpha, Real):
-        raise TypeError(
-            f"alpha must be a number, one of {sorted(NORMALIZER_ALPHAS)}, or a floating tensor; "
-            f"got {type(alpha).__name__}"
-        )
-    a = float(alpha)
-    if not math.isfinite(a) or a < 1.0:
-        raise ValueError(f"alpha must be a finite number >= 1 (1 = softmax, 2 = sparsemax), got {alpha!r}")
-    return a
+    return normalizer_alpha(alpha, "alpha", tensor=True)
 
 
 def _broadcast(*shapes) -> tuple[int, ...] | None:

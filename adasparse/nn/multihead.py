@@ -17,7 +17,6 @@ softmax and the exact sparsemax/1.5-entmax solvers) or the learned α ``(H,)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from numbers import Real
 
@@ -25,27 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ops.normalizers import (
+    NORMALIZERS,  # noqa: F401  (re-exported: its former home)
+    canonical_normalizer,
+    normalizer_alpha,
+)
 from .activations import LearnableAlpha
-from .attention import NORMALIZER_ALPHAS, AttentionStats, entmax_attention
+from .attention import AttentionStats, entmax_attention
 
 __all__ = ["MultiheadAttention", "Attention", "KVCache", "FixedAlpha", "canonical_normalizer"]
-
-NORMALIZERS = ("softmax", "sparsemax", "entmax15", "learned")
-
-
-def canonical_normalizer(normalizer: str | float, name: str = "normalizer") -> str | float:
-    """Validate a normalizer setting: one of ``"softmax"``, ``"sparsemax"``, ``"entmax15"``, ``"learned"``
-    or a number α ≥ 1 (returned as float).  Raises ``ValueError``/``TypeError`` otherwise."""
-    if isinstance(normalizer, str):
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"{name}={normalizer!r} is not allowed; use one of {list(NORMALIZERS)} or a number α >= 1")
-        return normalizer
-    if isinstance(normalizer, bool) or not isinstance(normalizer, Real):
-        raise TypeError(f"{name} must be a string in {list(NORMALIZERS)} or a number α >= 1, got {normalizer!r}")
-    a = float(normalizer)
-    if not math.isfinite(a) or a < 1.0:
-        raise ValueError(f"{name} must be a finite number >= 1 (1 = softmax, 2 = sparsemax), got {normalizer!r}")
-    return a
 
 
 class FixedAlpha(nn.Module):
@@ -135,8 +122,7 @@ class _EntmaxHeads(nn.Module):
         if self.normalizer == "learned":
             self.alpha_module: nn.Module = LearnableAlpha(num_heads, alpha_init, alpha_min, alpha_max, parametrization)
         else:
-            value = NORMALIZER_ALPHAS.get(self.normalizer, self.normalizer)
-            self.alpha_module = FixedAlpha(value, num_heads)
+            self.alpha_module = FixedAlpha(normalizer_alpha(self.normalizer), num_heads)
 
     @property
     def alpha(self) -> Tensor:

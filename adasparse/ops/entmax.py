@@ -44,7 +44,6 @@ Conventions shared by all mappings here:
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 from torch import Tensor
@@ -52,6 +51,7 @@ from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 from . import _cpu
 from ._solver import _compute_dtype, entmax_forward, plain_eager
+from .normalizers import check_alpha_tensor, check_alpha_value
 
 __all__ = ["entmax", "sparsemax", "entmax15", "entmax_bisect_reference"]
 
@@ -298,36 +298,6 @@ def _check_scores(x: Tensor, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor (float16/bfloat16/float32/float64), got {x.dtype}")
 
 
-def _check_alpha_value(alpha: float, name: str = "alpha") -> float:
-    """A Python (or NumPy) real α ≥ 1, returned as float; TypeError for other types, ValueError for bad values."""
-    if isinstance(alpha, bool) or not isinstance(alpha, Real):
-        raise TypeError(f"{name} must be a number >= 1 or a floating tensor, got {type(alpha).__name__}: {alpha!r}")
-    a = float(alpha)
-    if not math.isfinite(a) or a < 1.0:
-        raise ValueError(f"{name} must be a finite number >= 1 (1 = softmax, 2 = sparsemax), got {alpha!r}")
-    return a
-
-
-def _check_alpha_tensor(alpha: Tensor) -> None:
-    """Value checks on a tensor α, skipped where values are unknown (compile, vmap, meta, FakeTensor)."""
-    if not alpha.is_floating_point():
-        raise TypeError(f"alpha must be a floating-point tensor, got {alpha.dtype}")
-    if torch.compiler.is_compiling() or alpha.device.type == "meta":  # symbolic / no data
-        return
-    try:
-        a = alpha.detach()
-        if a.numel() <= 64 and a.device.type == "cpu":  # one value per head: cheaper in Python than 4 ops
-            worst = next((v for v in a.flatten().tolist() if not (v >= 1.0 and math.isfinite(v))), None)
-        elif a.numel() and not bool(((a >= 1) & torch.isfinite(a)).all()):
-            worst = a[~((a >= 1) & torch.isfinite(a))].flatten()[0].item()
-        else:
-            worst = None
-    except RuntimeError:  # functorch/dynamo/fake tensors cannot be inspected: the solver still sees them
-        return
-    if worst is not None:
-        raise ValueError(f"alpha must be finite and >= 1 everywhere (1 = softmax, 2 = sparsemax); found {worst:.6g}")
-
-
 def _softmax(x: Tensor, dim: int) -> Tensor:
     """``torch.softmax``, but a row that is entirely ``-inf`` gives zeros and zero gradient (softmax: NaN).
 
@@ -369,7 +339,7 @@ def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
     _check_scores(x)
     dim = _canonical_dim(x, dim)
     if isinstance(alpha, Tensor):
-        _check_alpha_tensor(alpha)
+        check_alpha_tensor(alpha)
         if alpha.dim() > x.dim():
             raise ValueError(
                 f"alpha of shape {tuple(alpha.shape)} has {alpha.dim()} dims but x of shape {tuple(x.shape)} has "
@@ -392,7 +362,7 @@ def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
                 f"alpha of shape {tuple(alpha.shape)} does not broadcast to x of shape {tuple(x.shape)}"
             ) from None
         return _apply(z, a, 0.0).movedim(-1, dim)
-    a = _check_alpha_value(alpha)
+    a = check_alpha_value(alpha)
     if x.dim() == 0:
         return entmax(x.unsqueeze(0), a, 0).squeeze(0)
     if a == 1.0:

@@ -18,13 +18,14 @@ third; ``entmax_loss`` follows them. Pass ``reduction="mean"`` or ``"sum"`` for 
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch import Tensor
 
 from ._solver import entmax_forward
-from .entmax import _check_alpha_tensor, _check_alpha_value, _check_scores
+from .entmax import _check_scores
+from .normalizers import check_alpha_tensor, check_alpha_value
 
 __all__ = ["entmax_loss", "sparsemax_loss", "entmax15_loss"]
 
@@ -179,16 +180,14 @@ def entmax_loss(
     if label_smoothing > 0:
         y = y * (1 - label_smoothing) + label_smoothing / C
     if isinstance(alpha, Tensor):
-        _check_alpha_tensor(alpha)
+        check_alpha_tensor(alpha)
         a = alpha.to(cd).reshape((1,) * (logits.dim() - alpha.dim()) + tuple(alpha.shape))
         if a.shape[-1] != 1:
             raise ValueError(f"alpha of shape {tuple(alpha.shape)} must have size 1 on the class dim")
         a = a.expand(*logits.shape[:-1], 1).reshape(-1, 1)
         loss, _ = _fy_apply(z.to(cd), y, a, 0.0, True, label_smoothing > 0)
     else:
-        if isinstance(alpha, bool) or not isinstance(alpha, Real):
-            raise TypeError(f"alpha must be a number or a floating tensor, got {type(alpha).__name__}")
-        av = _check_alpha_value(alpha)
+        av = check_alpha_value(alpha)
         a = torch.full((1, 1), av, dtype=cd, device=z.device).expand(z.shape[0], 1)
         loss, _ = _fy_apply(z.to(cd), y, a, av, False, label_smoothing > 0)
     # a target on a masked class (score −inf) cannot be predicted: its loss is +inf (the masked classes' 0 · (−inf)

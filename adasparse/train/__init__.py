@@ -1,5 +1,6 @@
 """Training support: checkpoints (safetensors + JSON, atomic, verified), the run-folder lock and learning-rate
-schedules. The training loop itself is :mod:`adasparse.train.trainer` (``adasparse train``)."""
+schedules. The training loop itself is :mod:`adasparse.train.trainer` (``adasparse train``); loading a trained
+model for use is :mod:`adasparse.train.loading` (``translate``, ``evaluate``, ``analyze``)."""
 
 from .checkpoint import (
     Checkpoint,

@@ -17,7 +17,7 @@ flattened by :func:`flatten_state` into JSON plus a flat ``{name: tensor}`` mapp
 :func:`unflatten_state` (integer dict keys, tuples and numpy arrays included).
 
 Verification: :func:`load_checkpoint` (and so every loader: ``translate``, ``evaluate``, ``analyze``,
-``--resume``, :func:`~adasparse.train.trainer.load_model`) checks every file against the manifest first and
+``--resume``, :func:`~adasparse.train.loading.load_model`) checks every file against the manifest first and
 raises :class:`CorruptCheckpointError` naming the damaged file. A checkpoint written before manifests existed
 loads with a warning that it cannot be verified.
 
@@ -56,10 +56,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from .._io import atomic_write_bytes, atomic_write_json, fsync_dir, tmp_name
+
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
     "flatten_state",
     "unflatten_state",
     "save_weights",
@@ -98,54 +97,6 @@ class CorruptCheckpointError(ValueError):
     def __init__(self, message: str, file: Path | None = None):
         super().__init__(message)
         self.file = file
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory entry change (rename) on POSIX; a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, flush, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """:func:`atomic_write_text` of ``obj`` as indented JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -447,17 +398,17 @@ def save_checkpoint(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = tmp_name(path)
     tmp.mkdir()
     try:
         _write_checkpoint_files(tmp, model_state, config, trainer_state or {}, tokenizer, info)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if path.exists():
-            old = _tmp_name(path)
+            old = tmp_name(path)
             os.replace(path, old)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -701,7 +652,7 @@ class CheckpointManager:
         """Rename to a hidden trash name (atomic: nothing lists it any more), then delete."""
         trash = self.root / f"{_TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
         os.replace(path, trash)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     def prune(self) -> list[Path]:
@@ -734,5 +685,5 @@ class CheckpointManager:
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         os.replace(path, target)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return target

@@ -6,8 +6,8 @@ Each JSONL line is one event. Training lines::
      "alpha": {"enc_self": [[α per head] per layer], "dec_self": [...], "context": [...]}, "time": 12.3}
 
 Validation lines have ``"kind": "valid"`` and the metrics (``valid_loss``, ``bleu``, ``chrf``, ``wer``, ...).
-Appends are line-atomic (one ``write`` of a full line, flushed), so a killed run leaves a readable log;
-on ``--resume`` lines past the resumed step are dropped first, so the log of a resumed run equals an
+Appends are line-atomic (one ``write`` of a full line, flushed), so a killed run leaves a readable log (at
+worst its last line cut short, which :func:`read_log` skips with a warning); on ``--resume`` lines past the resumed step are dropped first, so the log of a resumed run equals an
 uninterrupted one.
 """
 
@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from .._io import read_jsonl
 
 __all__ = ["RunLogger", "read_log"]
 
@@ -73,15 +75,6 @@ class RunLogger:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of a JSONL log (a torn last line, from a kill mid-write, is skipped)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    """All records of a JSONL log, by :func:`adasparse._io.read_jsonl`'s rule: a last line cut short (a run
+    killed mid-write) is skipped with a warning, an unreadable line before it raises ``ValueError`` naming it."""
+    return [record for _, record in read_jsonl(path)]

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..data.batching import TokenBatcher, encode_pairs
 from ..data.corpus import VALID_PREFIXES, ParallelCorpus, find_corpus, load_parallel
@@ -47,7 +46,7 @@ from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, mi
 from ..decode.search import SearchConfig
 from ..decode.translate import translate_lines
 from ..evaluation import score_g2p, score_translation
-from ..models import build_model
+from ..models import build_model, summary
 from ..models import config as model_presets
 from ..models.config import Seq2SeqConfig
 from ..nn import alpha_parameters
@@ -68,11 +67,12 @@ from .config import (
     resume_differences,
 )
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
+from .loading import load_weights_into, pick_device
 from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "load_model", "pick_device", "resume_config"]
+__all__ = ["train", "TrainResult", "TrainingDiverged", "saved_train_options"]
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +99,6 @@ class TrainResult:
     best_checkpoint: Path | None
     last_metrics: dict[str, float]
     stopped_because: str
-
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available, else CPU) or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``...)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} was asked for but CUDA is not available")
-    return device
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -190,16 +177,6 @@ def _resolve_auto(cfg: TrainConfig, corpus: ParallelCorpus) -> tuple[TrainConfig
     return (dataclasses.replace(cfg, **changes) if changes else cfg), said
 
 
-def resume_config(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig | None:
-    """The options a run was started with (from its newest checkpoint's ``config.json``), with ``overrides``
-    applied (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may differ on resume); ``None`` when the run
-    has no checkpoint yet."""
-    from .config import load_train_config
-
-    saved = saved_train_options(run_dir)
-    return None if saved is None else load_train_config(None, overrides, base=saved)
-
-
 def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
     """The training options stored in the checkpoint ``--resume`` will continue from (the newest intact one
     of ``run_dir``); ``None`` if there is none."""
@@ -224,64 +201,6 @@ def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConf
     overrides.setdefault("bos_id", tokenizers.tgt.bos_id)
     overrides.setdefault("eos_id", tokenizers.tgt.eos_id)
     return preset(attention=cfg.attention, **overrides)
-
-
-def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its best checkpoint,
-    else its latest).
-
-    The checkpoint is verified against its manifest (:func:`~adasparse.train.checkpoint.load_checkpoint`); a
-    damaged or inconsistent one raises :class:`~adasparse.train.checkpoint.CorruptCheckpointError` (a
-    ``ValueError``) naming the file.
-    """
-    path = Path(checkpoint)
-    if path.is_dir() and not any((path / n).exists() for n in ("manifest.json", "model.safetensors")):
-        mgr = CheckpointManager(path.parent if path.name == "checkpoints" else path, create=False)
-        path = mgr.best() or mgr.latest() or path
-    ckpt = load_checkpoint(path, device="cpu")
-    model = _model_from(ckpt)
-    if ckpt.tokenizer_dir is None:
-        raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
-    tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
-    for side, tok, size in (("src", tokenizers.src, model.config.src_vocab_size),
-                            ("tgt", tokenizers.tgt, model.config.tgt_vocab_size)):  # fmt: skip
-        if tok.vocab_size != size:
-            raise CorruptCheckpointError(
-                f"{ckpt.tokenizer_dir}: the {side} tokenizer has {tok.vocab_size} pieces but the model in "
-                f"{ckpt.path / 'config.json'} expects {size}; the checkpoint's files do not belong together",
-                ckpt.tokenizer_dir,
-            )
-    return model.to(device).eval(), tokenizers, ckpt
-
-
-def _model_from(ckpt) -> torch.nn.Module:
-    """The model a loaded checkpoint describes, with its weights; clear errors naming the file at fault."""
-    cfg_file = ckpt.path / "config.json"
-    saved = ckpt.config.get("model") if isinstance(ckpt.config, dict) else None
-    if not isinstance(saved, dict):
-        raise CorruptCheckpointError(
-            f"{cfg_file} has no 'model' entry (the model's configuration): not a checkpoint of `adasparse train`?",
-            cfg_file,
-        )
-    try:
-        model = build_model(Seq2SeqConfig.from_dict(saved))
-    except (ValueError, TypeError) as e:
-        raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
-    _load_weights_into(model, ckpt)
-    return model
-
-
-def _load_weights_into(model: torch.nn.Module, ckpt) -> None:
-    try:
-        model.load_state_dict(ckpt.model_state)
-    except RuntimeError as e:  # missing/unexpected tensors, size mismatches
-        details = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
-        if len(details) > 400:
-            details = details[:400] + "…"
-        f = ckpt.path / "model.safetensors"
-        raise CorruptCheckpointError(
-            f"{f} does not fit the model of {ckpt.path / 'config.json'}: {details}", f
-        ) from None
 
 
 def _alpha_record(model) -> dict[str, list[list[float]]]:
@@ -357,8 +276,31 @@ class _Progress:
 
 
 class _Trainer:
+    """One training run on one process (see the module docstring); :func:`train` builds it and calls :meth:`fit`.
+
+    Set-up order matters for exact resumption (each step may draw from the seeded RNGs): device and process
+    group, the run folder, the checkpoint to resume from, data and tokenizers, model and optimizer, saved state.
+    """
+
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, quiet: bool, overwrite: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, run_dir, quiet
+        self._setup_device()
+        torch.manual_seed(cfg.seed)
+        self._setup_run_dir(resume, overwrite)
+        train_corpus = self._setup_data()
+        self._setup_tokenizers(train_corpus)
+        self._setup_batchers(train_corpus)
+        self._setup_model()
+        self._setup_state()
+        self._print(
+            f"model: {summary(self.model)}; device {self.device}, {self.dist.world_size} process(es), amp {self.amp}"
+        )
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup_device(self) -> None:
+        """Device, process group (one per ``torchrun`` rank), CPU threads and the autocast dtype."""
+        cfg = self.cfg
         self.device = pick_device(cfg.device)
         self.dist: DistInfo = init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
@@ -366,7 +308,10 @@ class _Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.amp = _amp_dtype(cfg.amp, self.device)
-        torch.manual_seed(cfg.seed)
+
+    def _setup_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """The run folder, cleared with ``overwrite``; its checkpoints; the one to resume from and its options."""
+        cfg, run_dir = self.cfg, self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume and CheckpointManager(run_dir, create=False).checkpoints():
             if not overwrite:
@@ -374,14 +319,7 @@ class _Trainer:
                     f"{run_dir} already holds the checkpoints of a run: pass --resume to continue it, "
                     "--overwrite to start again from scratch, or choose another --out"
                 )
-            if self.dist.is_main:
-                for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
-                    if (run_dir / sub).exists():
-                        trash = run_dir / f".trash-{sub}-{os.getpid()}"
-                        os.replace(run_dir / sub, trash)
-                        shutil.rmtree(trash, ignore_errors=True)
-            if self.dist.enabled:
-                torch.distributed.barrier()
+            self._clear_run_dir()
         self.ckpts = CheckpointManager(
             run_dir,
             keep_last=cfg.keep_last,
@@ -392,8 +330,23 @@ class _Trainer:
         if resume and self.resume_from is None:
             self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
         if self.resume_from is not None:  # the run's own options; only RESUMABLE_OPTIONS may change
-            cfg = self.cfg = self._resumed_config(cfg, self.resume_from)
+            self.cfg = self._resumed_config(cfg, self.resume_from)
 
+    def _clear_run_dir(self) -> None:
+        """``--overwrite``: delete the earlier run's checkpoints and TensorBoard folder (rank 0; others wait)."""
+        if self.dist.is_main:
+            for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
+                if (self.run_dir / sub).exists():
+                    trash = self.run_dir / f".trash-{sub}-{os.getpid()}"
+                    os.replace(self.run_dir / sub, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
+    def _setup_data(self) -> ParallelCorpus:
+        """Read the corpora (``self.valid``; the training corpus is returned), fingerprint them and, for a new
+        run, choose the automatic options from them."""
+        cfg = self.cfg
         train_corpus, valid_corpus, looked = _corpora(cfg)
         self._print(f"training data: {train_corpus.summary()}")
         if valid_corpus is None:
@@ -407,22 +360,30 @@ class _Trainer:
             )
         else:
             self._print(f"validation data: {valid_corpus.summary()}")
+        self.valid = valid_corpus
         self.corpus = {"train": _fingerprint(train_corpus), "valid": _fingerprint(valid_corpus)}
         if self.resume_from is None:
-            cfg, chosen = _resolve_auto(cfg, train_corpus)
-            self.cfg = cfg
+            self.cfg, chosen = _resolve_auto(cfg, train_corpus)
             if chosen:
                 self._print("chosen for this run: " + "; ".join(chosen))
+        return train_corpus
+
+    def _setup_tokenizers(self, train_corpus: ParallelCorpus) -> None:
+        """The checkpoint's tokenizers on resume; else trained on the training data (rank 0) and saved."""
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
-        else:
-            tok_dir = run_dir / "tokenizer"
-            if self.dist.is_main:
-                self._print(f"training tokenizer ({cfg.tokenizer}) on the training data")
-                TokenizerPair.train(train_corpus.src, train_corpus.tgt, _tokenizer_config(cfg)).save(tok_dir)
-            if self.dist.enabled:
-                torch.distributed.barrier()
-            self.tokenizers = TokenizerPair.load(tok_dir)
+            return
+        tok_dir = self.run_dir / "tokenizer"
+        if self.dist.is_main:
+            self._print(f"training tokenizer ({self.cfg.tokenizer}) on the training data")
+            TokenizerPair.train(train_corpus.src, train_corpus.tgt, _tokenizer_config(self.cfg)).save(tok_dir)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        self.tokenizers = TokenizerPair.load(tok_dir)
+
+    def _setup_batchers(self, train_corpus: ParallelCorpus) -> None:
+        """The model's configuration (it bounds the length of a pair) and the training/validation batchers."""
+        cfg = self.cfg
         self.model_config = model_config_for(cfg, self.tokenizers)
         # a pair longer than the model's position table would stop training in the middle of an epoch
         max_len = min(cfg.max_tokens_per_sentence, self.model_config.max_len)
@@ -441,13 +402,15 @@ class _Trainer:
             )  # fmt: skip
         except ValueError as e:  # say which option: the batcher calls it max_tokens
             raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
-        self.valid = valid_corpus
-        if valid_corpus is not None:
-            vs, vt, _ = encode_pairs(self.tokenizers, valid_corpus.src, valid_corpus.tgt, max_len)
+        if self.valid is not None:
+            vs, vt, _ = encode_pairs(self.tokenizers, self.valid.src, self.valid.tgt, max_len)
             self.valid_batcher = TokenBatcher(
                 vs, vt, cfg.batch_tokens, shuffle=False, rank=None, pad_id=self.tokenizers.tgt.pad_id
             )
 
+    def _setup_model(self) -> None:
+        """The model (wrapped in DDP across processes), AdamW with its parameter groups, schedule, loss scaler."""
+        cfg = self.cfg
         self.model = build_model(self.model_config).to(self.device)
         self.ddp = None
         if self.dist.enabled:
@@ -457,8 +420,11 @@ class _Trainer:
             _param_groups(self.model, cfg), lr=_base_lr(cfg), betas=cfg.betas, eps=cfg.adam_eps
         )
         self.scheduler = build_scheduler(self.optimizer, _schedule(cfg, self.model_config.d_model))
-        self.session_elapsed = 0.0  # training time of this session: what max_minutes bounds
         self.scaler = torch.amp.GradScaler(enabled=self.amp == torch.float16 and self.device.type == "cuda")
+
+    def _setup_state(self) -> None:
+        """Counters from zero, or the resumed checkpoint's state; then the run log (cut back to the resumed step)."""
+        self.session_elapsed = 0.0  # training time of this session: what max_minutes bounds
         self.step = 0
         self._saved_step = -1
         self.bad_validations = 0
@@ -466,11 +432,8 @@ class _Trainer:
         self.last_metrics: dict[str, float] = {}
         if self.resume_from is not None:
             self._restore(self.resume_from)
-        self.logger = RunLogger(run_dir, enabled=self.dist.is_main, resume_step=self.step if self.resume_from else None)
-        self._print(
-            f"model: {self.model.summary() if hasattr(self.model, 'summary') else type(self.model).__name__}; "
-            f"device {self.device}, {self.dist.world_size} process(es), amp {self.amp}"
-        )
+        resume_step = self.step if self.resume_from else None
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, resume_step=resume_step)
 
     # ------------------------------------------------------------------ state
 
@@ -555,7 +518,7 @@ class _Trainer:
                     f"{said(was)}; now {said(now)}); a resumed run continues on its own data: give the run's "
                     "own files, or start a new run (--overwrite, or another --out)"
                 )
-        _load_weights_into(self.model, ckpt)
+        load_weights_into(self.model, ckpt)
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         if st.get("scaler"):
@@ -606,7 +569,6 @@ class _Trainer:
         every rank. A non-finite loss or gradient norm raises :class:`TrainingDiverged` before the update."""
         model = self.ddp or self.model
         model.train()
-        pad = self.model_config.pad_id
         n_local = sum(int(b.tgt_mask.sum()) for b in micro)
         n_global = int(all_reduce_sum(torch.tensor(float(n_local)), self.dist).item())
         scale = self.dist.world_size / max(n_global, 1)
@@ -618,10 +580,7 @@ class _Trainer:
             with ctx:
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                     logits = model(b.src, b.tgt_in, b.src_mask, b.tgt_mask)
-                loss = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]).float(), b.tgt_out.reshape(-1),
-                    ignore_index=pad, label_smoothing=self.cfg.label_smoothing, reduction="sum",
-                )  # fmt: skip
+                loss, _ = self.model.loss(logits, b.tgt_out, self.cfg.label_smoothing, reduction="sum")
                 self.scaler.scale(loss * scale).backward()
             total += float(loss.detach())
             n_all += int(b.src_mask.sum()) + int(b.tgt_mask.sum())
@@ -663,19 +622,11 @@ class _Trainer:
             return {}
         model = self.model
         model.eval()
-        pad = self.model_config.pad_id
         tot, n = 0.0, 0
         for b in self.valid_batcher.epoch_batches(0):
             batch = self.valid_batcher.make_batch(b).to(self.device)
             logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)
-            tot += float(
-                F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]).float(),
-                    batch.tgt_out.reshape(-1),
-                    ignore_index=pad,
-                    reduction="sum",
-                )
-            )
+            tot += float(model.loss(logits, batch.tgt_out, label_smoothing=0.0, reduction="sum")[0])
             n += int(batch.tgt_mask.sum())
         out = {"valid_loss": tot / max(n, 1)}
         if self.cfg.metric != "loss":

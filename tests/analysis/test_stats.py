@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 
 import numpy as np
 import pytest
@@ -358,6 +360,19 @@ def test_read_alpha_log(tmp_path):
         read_alpha_log(log)
     log.write_text(json.dumps({"step": 1}) + "\n")
     with pytest.raises(ValueError, match="no line"):
+        read_alpha_log(log)
+
+
+def test_read_alpha_log_skips_a_torn_last_line_and_rejects_damage_before_it(tmp_path, caplog):
+    log = tmp_path / "log.jsonl"
+    good = [{"step": s, "alpha": {"enc_self": [[1.2 + s / 100, 1.3]]}} for s in (0, 10)]
+    torn = json.dumps({"step": 20, "alpha": {"enc_self": [[1.5, 1.3]]}})[:-7]  # a run killed mid-write
+    log.write_text("".join(json.dumps(r) + "\n" for r in good) + torn)
+    with caplog.at_level(logging.WARNING, logger="adasparse"):
+        assert read_alpha_log(log).steps.tolist() == [0, 10]
+    assert f"{log}:3: skipping the last line" in caplog.text
+    log.write_text(json.dumps(good[0]) + "\n" + torn + "\n" + json.dumps(good[1]) + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{log}:2: not valid JSON")):
         read_alpha_log(log)
 
 

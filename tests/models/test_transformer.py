@@ -405,6 +405,11 @@ def test_label_smoothed_loss_matches_formula():
     assert n.item() == 5
     torch.testing.assert_close(loss, expected)
     assert label_smoothed_loss(logits, torch.zeros_like(target))[0].item() == 0.0  # nothing to predict
+    total, n_sum = label_smoothed_loss(logits, target, eps, ignore_index=0, reduction="sum")  # the trainer's
+    assert n_sum.item() == 5
+    torch.testing.assert_close(total, ((1 - eps) * nll + eps * smooth)[keep].sum())
+    with pytest.raises(ValueError, match="reduction"):
+        label_smoothed_loss(logits, target, reduction="none")
 
 
 def test_configs_roundtrip_and_presets():

@@ -16,7 +16,6 @@ from adasparse.data.tokenizer import TokenizerConfig, TokenizerPair
 from adasparse.train.checkpoint import (
     CheckpointManager,
     CorruptCheckpointError,
-    atomic_write_text,
     capture_rng_state,
     flatten_state,
     load_checkpoint,
@@ -247,13 +246,6 @@ def test_overwrite_failure_keeps_old_content(tmp_path, monkeypatch):
         save_checkpoint(path, model_state={"w": torch.zeros(2)}, config={"v": 2})
     assert load_checkpoint(path).config == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    f = tmp_path / "x.txt"
-    atomic_write_text(f, "old")
-    atomic_write_text(f, "new content")
-    assert f.read_text() == "new content" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
 def _ckpt_with_tokenizer(tmp_path):

@@ -96,8 +96,22 @@ def test_lock_released_after_ctrl_c(tmp_path):
     cfg.write_text(json.dumps(_toy_config(data, max_steps=100_000, valid_every=1000).to_dict()))
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "adasparse", "train", "--config", str(cfg), "--out", str(run), "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-X",
+        "faulthandler",
+        "-m",
+        "adasparse",
+        "train",
+        "--config",
+        str(cfg),
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    err = tmp_path / "stderr.txt"  # a file, not a pipe: a pipe nobody drains blocks a chatty child
+    with open(err, "w") as errf:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errf, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (run / "log.jsonl").exists():
@@ -105,7 +119,13 @@ def test_lock_released_after_ctrl_c(tmp_path):
         with pytest.raises(RunLockedError):
             RunLock(run).acquire()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130, proc.stderr.read()
+        try:
+            rc = proc.wait(timeout=180)
+        except subprocess.TimeoutExpired:  # hung: make faulthandler print every thread's stack, then fail with it
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail(f"train did not exit within 180 s of SIGINT; its stacks:\n{err.read_text()}")
+        assert rc == 130, err.read_text()
     finally:
         proc.kill()
         proc.wait()

@@ -16,8 +16,9 @@ import torch
 from adasparse.cli import main as cli_main
 from adasparse.train.checkpoint import CheckpointManager, load_checkpoint
 from adasparse.train.config import TrainConfig
+from adasparse.train.loading import load_model
 from adasparse.train.logger import read_log
-from adasparse.train.trainer import _param_groups, load_model, train
+from adasparse.train.trainer import _param_groups, train
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI30K = ROOT / ".." / "shared" / "data" / "multi30k"

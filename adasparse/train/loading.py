@@ -1,0 +1,93 @@
+"""Loading a trained model: a checkpoint (or a run folder) → the model in eval mode and its tokenizers.
+
+Every reader of trained models goes through :func:`load_model` (``adasparse translate``/``evaluate``,
+``adasparse analyze``, the demo), and the trainer's ``--resume`` through :func:`load_weights_into`, so that
+all of them verify the checkpoint (:func:`~adasparse.train.checkpoint.load_checkpoint`) and report a damaged
+or mismatched file the same way: a :class:`~adasparse.train.checkpoint.CorruptCheckpointError` naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.tokenizer import TokenizerPair
+from ..models import build_model
+from ..models.config import Seq2SeqConfig
+from .checkpoint import Checkpoint, CheckpointManager, CorruptCheckpointError, load_checkpoint
+
+__all__ = ["load_model", "model_from_checkpoint", "load_weights_into", "pick_device"]
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU) or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``...)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was asked for but CUDA is not available")
+    return device
+
+
+def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its best checkpoint,
+    else its latest).
+
+    The checkpoint is verified against its manifest (:func:`~adasparse.train.checkpoint.load_checkpoint`); a
+    damaged or inconsistent one raises :class:`~adasparse.train.checkpoint.CorruptCheckpointError` (a
+    ``ValueError``) naming the file.
+    """
+    path = Path(checkpoint)
+    if path.is_dir() and not any((path / n).exists() for n in ("manifest.json", "model.safetensors")):
+        mgr = CheckpointManager(path.parent if path.name == "checkpoints" else path, create=False)
+        path = mgr.best() or mgr.latest() or path
+    ckpt = load_checkpoint(path, device="cpu")
+    model = model_from_checkpoint(ckpt)
+    if ckpt.tokenizer_dir is None:
+        raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
+    tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
+    for side, tok, size in (("src", tokenizers.src, model.config.src_vocab_size),
+                            ("tgt", tokenizers.tgt, model.config.tgt_vocab_size)):  # fmt: skip
+        if tok.vocab_size != size:
+            raise CorruptCheckpointError(
+                f"{ckpt.tokenizer_dir}: the {side} tokenizer has {tok.vocab_size} pieces but the model in "
+                f"{ckpt.path / 'config.json'} expects {size}; the checkpoint's files do not belong together",
+                ckpt.tokenizer_dir,
+            )
+    return model.to(device).eval(), tokenizers, ckpt
+
+
+def model_from_checkpoint(ckpt: Checkpoint) -> torch.nn.Module:
+    """The model a loaded checkpoint describes, with its weights; clear errors naming the file at fault."""
+    cfg_file = ckpt.path / "config.json"
+    saved = ckpt.config.get("model") if isinstance(ckpt.config, dict) else None
+    if not isinstance(saved, dict):
+        raise CorruptCheckpointError(
+            f"{cfg_file} has no 'model' entry (the model's configuration): not a checkpoint of `adasparse train`?",
+            cfg_file,
+        )
+    try:
+        model = build_model(Seq2SeqConfig.from_dict(saved))
+    except (ValueError, TypeError) as e:
+        raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
+    load_weights_into(model, ckpt)
+    return model
+
+
+def load_weights_into(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    """``model.load_state_dict`` of the checkpoint's weights; a mismatch raises :class:`CorruptCheckpointError`
+    naming ``model.safetensors`` (first 400 characters of what torch found)."""
+    try:
+        model.load_state_dict(ckpt.model_state)
+    except RuntimeError as e:  # missing/unexpected tensors, size mismatches
+        details = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip()) or str(e)
+        if len(details) > 400:
+            details = details[:400] + "…"
+        f = ckpt.path / "model.safetensors"
+        raise CorruptCheckpointError(
+            f"{f} does not fit the model of {ckpt.path / 'config.json'}: {details}", f
+        ) from None
