@@ -177,8 +177,32 @@ def load_parallel(
     return corpus
 
 
+class _SplitLookup:
+    """Finding a split in ``self.splits`` (split name → files), shared by the folder descriptions of parallel
+    corpora and of language-model text (:class:`~adasparse.data.text.TextFiles`)."""
+
+    directory: Path
+    splits: dict
+
+    @property
+    def test_names(self) -> list[str]:
+        return sorted(name for name in self.splits if name.startswith("test"))
+
+    def has(self, split: str) -> bool:
+        """Whether :meth:`get` finds ``split``."""
+        return split in self.splits or (split == "test" and len(self.test_names) == 1)
+
+    def _lookup(self, split: str, what: str):
+        """``splits[split]``; ``"test"`` falls back to the only test set; ``KeyError`` naming ``what`` else."""
+        if split in self.splits:
+            return self.splits[split]
+        if split == "test" and len(self.test_names) == 1:
+            return self.splits[self.test_names[0]]
+        raise KeyError(f"{self.directory}: no split {split!r} {what}; available: {sorted(self.splits)}")
+
+
 @dataclass(frozen=True)
-class CorpusFiles:
+class CorpusFiles(_SplitLookup):
     """The files of a corpus folder: ``splits`` maps a split name to its ``(src_file, tgt_file)``.
 
     Split names are ``train``, ``valid`` (whatever its prefix in the folder) and every test prefix as written
@@ -190,24 +214,9 @@ class CorpusFiles:
     tgt_lang: str
     splits: dict[str, tuple[Path, Path]]
 
-    @property
-    def test_names(self) -> list[str]:
-        return sorted(name for name in self.splits if name.startswith("test"))
-
-    def has(self, split: str) -> bool:
-        """Whether :meth:`get` finds ``split``."""
-        return split in self.splits or (split == "test" and len(self.test_names) == 1)
-
     def get(self, split: str) -> tuple[Path, Path]:
         """The files of ``split``; ``"test"`` falls back to the only test set when there is exactly one."""
-        if split in self.splits:
-            return self.splits[split]
-        if split == "test" and len(self.test_names) == 1:
-            return self.splits[self.test_names[0]]
-        raise KeyError(
-            f"{self.directory}: no split {split!r} for {self.src_lang}->{self.tgt_lang}; "
-            f"available: {sorted(self.splits)}"
-        )
+        return self._lookup(split, f"for {self.src_lang}->{self.tgt_lang}")
 
     def load(self, split: str, **kwargs) -> ParallelCorpus:
         """:func:`load_parallel` on the files of ``split``."""
@@ -222,6 +231,28 @@ def _split_name(prefix: str) -> str | None:
     if prefix.startswith("test"):
         return prefix
     return None
+
+
+def _split_files(directory: Path, suffix_name: str = "language") -> dict[tuple[str, str], Path]:
+    """``{(split, suffix): file}`` for the ``{split}.{suffix}[.gz]`` files of ``directory`` (other files are
+    ignored); ``ValueError`` for two files of one split and suffix (``suffix_name`` says what a suffix is)."""
+    files: dict[tuple[str, str], Path] = {}
+    for p in sorted(directory.iterdir()):
+        if not p.is_file():
+            continue
+        name = p.name[:-3] if p.name.endswith(".gz") else p.name
+        prefix, dot, suffix = name.rpartition(".")
+        if not dot or not prefix or "." in prefix:
+            continue
+        split = _split_name(prefix)
+        if split is None:
+            continue
+        if (split, suffix) in files:
+            raise ValueError(
+                f"{directory}: two files for split {split!r}, {suffix_name} {suffix!r}: {files[split, suffix]}, {p}"
+            )
+        files[split, suffix] = p
+    return files
 
 
 def find_corpus(directory: str | Path, src_lang: str | None = None, tgt_lang: str | None = None) -> CorpusFiles:
@@ -243,22 +274,7 @@ def find_corpus(directory: str | Path, src_lang: str | None = None, tgt_lang: st
             raise ValueError(f'{meta_path} must hold {{"src_lang": ..., "tgt_lang": ...}}, got {meta!r}')
         src_lang = src_lang or meta.get("src_lang")
         tgt_lang = tgt_lang or meta.get("tgt_lang")
-    files: dict[tuple[str, str], Path] = {}
-    for p in sorted(directory.iterdir()):
-        if not p.is_file():
-            continue
-        name = p.name[:-3] if p.name.endswith(".gz") else p.name
-        prefix, dot, lang = name.rpartition(".")
-        if not dot or not prefix or "." in prefix:
-            continue
-        split = _split_name(prefix)
-        if split is None:
-            continue
-        if (split, lang) in files:
-            raise ValueError(
-                f"{directory}: two files for split {split!r}, language {lang!r}: {files[split, lang]}, {p}"
-            )
-        files[split, lang] = p
+    files = _split_files(directory)
     train_langs = sorted(lang for split, lang in files if split == "train")
     if not train_langs:
         raise FileNotFoundError(
