@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         )
     overrides = parse_overrides(args.set)
     keys = (
+        "task",
+        "text_suffix",
         "preset",
         "attention",
         "data_dir",
@@ -95,8 +97,9 @@ def _train(args: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train an encoder–decoder model on a parallel corpus",
-        description="Train a sequence-to-sequence Transformer with α-entmax attention. Options come from "
+        help="train an encoder–decoder model on a parallel corpus, or a language model on text (--task lm)",
+        description="Train a sequence-to-sequence Transformer (or, with --task lm, a decoder-only language model) "
+        "with α-entmax attention. Options come from "
         "--config (YAML/JSON), then --set key=value overrides, then the flags below; with --resume they come from "
         "the run's checkpoint and only the run-length and runtime options may change (see "
         "adasparse.train.config.RESUMABLE_OPTIONS). Defaults left unset scale to the data: vocab_size, "
@@ -111,7 +114,21 @@ def _add_train(sub) -> None:
         "--set", action="append", metavar="KEY=VALUE",
         help="override an option, value as YAML (repeatable), e.g. --set lr=5e-4 --set model.d_model=128",
     )  # fmt: skip
-    p.add_argument("--data", dest="data_dir", help="corpus folder with train/valid/test files per language")
+    p.add_argument(
+        "--task", choices=["translation", "lm"],
+        help="translation: an encoder–decoder on a parallel corpus; lm: a decoder-only language model on a text "
+        "folder (default: translation)",
+    )  # fmt: skip
+    p.add_argument(
+        "--data", dest="data_dir",
+        help="corpus folder: train/valid/test files per language, or with --task lm train.txt, valid.txt, "
+        "optionally test.txt (plain or .gz, one document or sentence per line)",
+    )  # fmt: skip
+    p.add_argument(
+        "--text-suffix", dest="text_suffix",
+        help="--task lm: the extension of the text files in --data, e.g. en for one side of a translation corpus "
+        "(default: txt)",
+    )  # fmt: skip
     p.add_argument(
         "--src-lang", dest="src_lang", help="source language suffix in --data, e.g. de (default: from "
         "corpus.json, or the other of two languages)",

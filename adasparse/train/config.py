@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "TrainConfig",
+    "TASKS",
     "RECIPES",
     "load_train_config",
     "parse_overrides",
@@ -31,6 +32,8 @@ _AMP = ("auto", "none", "bf16", "fp16")
 _TOKENIZERS = ("bpe", "unigram", "char", "whitespace")
 _METRICS = ("bleu", "chrf", "loss", "wer", "per")
 _SCHEDULES = ("inverse_sqrt", "noam")
+TASKS = ("translation", "lm")
+_TRANSLATION_METRICS = ("bleu", "chrf", "wer", "per")
 
 #: Named sets of training options. A recipe supplies defaults: options given in the config file or with
 #: ``--set`` win over it. ``"paper"`` is the set-up of Correia, Niculae & Martins (2019) as their OpenNMT-py
@@ -71,6 +74,8 @@ _FLAGS = {
     "data_dir": "--data",
     "src_lang": "--src-lang",
     "tgt_lang": "--tgt-lang",
+    "task": "--task",
+    "text_suffix": "--text-suffix",
     "train_src": "--src",
     "train_tgt": "--tgt",
     "valid_src": "--valid-src",
@@ -94,6 +99,12 @@ AUTO_OPTIONS = ("vocab_size", "warmup_steps", "log_every")
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs besides the data files' contents.
+
+    Task: ``task="translation"`` (default; an encoder–decoder on a parallel corpus) or ``"lm"`` (a decoder-only
+    language model on a text folder: ``data_dir`` with ``train.{text_suffix}`` and ``valid.{text_suffix}``, plain
+    or ``.gz``, ``text_suffix`` ``"txt"`` by default; see :mod:`adasparse.train.tasks`). Options whose default
+    depends on the task (``None`` = automatic): ``metric`` (``bleu`` / ``loss``) and ``label_smoothing``
+    (0.1 / 0); :attr:`valid_metric` and :attr:`smoothing` give the values in force.
 
     Data: ``data_dir`` (folder with ``train``/``valid``/``test`` prefixes and language suffixes) or
     explicit ``train_src``/``train_tgt`` (+ ``valid_src``/``valid_tgt``). ``tokenizer`` is
@@ -128,8 +139,10 @@ class TrainConfig:
     :data:`RESUMABLE_OPTIONS` may change.
     """
 
-    # data
+    # task and data
+    task: str = "translation"
     data_dir: str | None = None
+    text_suffix: str = "txt"
     src_lang: str | None = None
     tgt_lang: str | None = None
     train_src: str | None = None
@@ -154,7 +167,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     adam_eps: float = 1e-9
     weight_decay: float = 0.0
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     clip_norm: float = 1.0
     accum_steps: int = 1
     batch_tokens: int = 4096
@@ -165,7 +178,7 @@ class TrainConfig:
     valid_every: int = 1000
     valid_beam: int = 1
     valid_max_sentences: int | None = 500
-    metric: str = "bleu"
+    metric: str | None = None
     patience: int | None = None
     keep_last: int = 3
     log_every: int | None = None
@@ -183,8 +196,15 @@ class TrainConfig:
             raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}")
         if self.amp not in _AMP:
             raise ValueError(f"amp must be one of {_AMP}, got {self.amp!r}")
-        if self.metric not in _METRICS:
-            raise ValueError(f"metric must be one of {_METRICS}, got {self.metric!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.metric is not None and self.metric not in _METRICS:
+            raise ValueError(f"metric must be one of {_METRICS} or null (auto), got {self.metric!r}")
+        if self.task == "lm" and self.metric in _TRANSLATION_METRICS:
+            raise ValueError(
+                f"metric={self.metric!r} scores translations; a language model (task=lm) is validated by its "
+                "loss per token (metric: loss, the default for task=lm; perplexity = exp(loss))"
+            )
         if self.schedule not in _SCHEDULES:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
         if self.recipe is not None and self.recipe not in RECIPES:
@@ -222,8 +242,24 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.max_minutes is not None and (not _is_number(self.max_minutes) or self.max_minutes <= 0):
             raise ValueError(f"max_minutes must be a positive number or null, got {self.max_minutes!r}")
-        if not _is_number(self.label_smoothing) or not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        ls = self.label_smoothing
+        if ls is not None and (not _is_number(ls) or not 0.0 <= ls < 1.0):
+            raise ValueError(f"label_smoothing must be in [0, 1) or null (auto), got {ls!r}")
+        if not isinstance(self.text_suffix, str) or not self.text_suffix or "." in self.text_suffix:
+            raise ValueError(
+                f"text_suffix must be a file extension without dots, e.g. 'txt' or 'en', got {self.text_suffix!r}"
+            )
+        if self.task == "lm":
+            given = [n for n in ("src_lang", "tgt_lang", "train_src", "train_tgt", "valid_src", "valid_tgt")
+                     if getattr(self, n) is not None]  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"{'/'.join(given)} ({', '.join(_FLAGS[n] for n in given)}) are options of translation; "
+                    "task=lm reads a text folder: data_dir (--data) with train.txt and valid.txt (another "
+                    "extension, e.g. the 'en' of a translation corpus, with text_suffix)"
+                )
+            if not self.joint_vocab:
+                raise ValueError("joint_vocab=false: a language model (task=lm) has one tokenizer")
         if not isinstance(self.joint_vocab, bool):
             raise ValueError(f"joint_vocab must be true or false, got {self.joint_vocab!r}")
         if not (isinstance(self.betas, list | tuple) and len(self.betas) == 2 and all(map(_is_number, self.betas))):
@@ -266,17 +302,37 @@ class TrainConfig:
             raise ValueError(f"model must be a mapping of Seq2SeqConfig overrides, got {self.model!r}")
         self._check_model()
 
+    @property
+    def valid_metric(self) -> str:
+        """The validation metric: ``metric``, or by default ``bleu`` for translation and ``loss`` for ``task=lm``."""
+        if self.metric is not None:
+            return self.metric
+        return "loss" if self.task == "lm" else "bleu"
+
+    @property
+    def smoothing(self) -> float:
+        """The label smoothing: ``label_smoothing``, or by default 0.1 for translation (the paper's) and 0 for
+        ``task=lm`` (so that the training loss is the log-perplexity it reports)."""
+        if self.label_smoothing is not None:
+            return float(self.label_smoothing)
+        return 0.0 if self.task == "lm" else 0.1
+
     def _check_model(self) -> None:
         """Build the model config once with stand-in vocabulary sizes, so that a bad ``attention`` or ``model``
         entry is reported now, not after reading the corpus and training the tokenizer."""
         from ..models import config as presets
 
         kw = dict(self.model)
-        if "vocab_size" not in kw:
-            kw.setdefault("src_vocab_size", 1 << 16)
-            kw.setdefault("tgt_vocab_size", 1 << 16)
+        if self.task == "lm":
+            kw.setdefault("vocab_size", 1 << 16)
+            preset = getattr(presets, f"{self.preset}_lm")
+        else:
+            if "vocab_size" not in kw:
+                kw.setdefault("src_vocab_size", 1 << 16)
+                kw.setdefault("tgt_vocab_size", 1 << 16)
+            preset = getattr(presets, self.preset)
         try:
-            getattr(presets, self.preset)(attention=self.attention, **kw)
+            preset(attention=self.attention, **kw)
         except TypeError as e:  # a value of the wrong type, e.g. attention=[1.5]
             raise ValueError(f"attention/model options: {e}") from None
 

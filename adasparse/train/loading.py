@@ -14,7 +14,7 @@ import torch
 
 from ..data.tokenizer import TokenizerPair
 from ..models import build_model
-from ..models.config import Seq2SeqConfig
+from ..models.config import DecoderOnlyConfig, Seq2SeqConfig
 from .checkpoint import Checkpoint, CheckpointManager, CorruptCheckpointError, load_checkpoint
 
 __all__ = ["load_model", "model_from_checkpoint", "load_weights_into", "pick_device"]
@@ -35,7 +35,9 @@ def pick_device(name: str) -> torch.device:
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizers, checkpoint) from a checkpoint folder or a run folder (its best checkpoint,
-    else its latest).
+    else its latest). The model is a :class:`~adasparse.models.Seq2SeqTransformer` (``adasparse train``) or a
+    :class:`~adasparse.models.DecoderOnlyTransformer` (``adasparse train --task lm``, whose tokenizers are one
+    joint pair), as the checkpoint's ``config.json`` says (its ``"kind"``).
 
     The checkpoint is verified against its manifest (:func:`~adasparse.train.checkpoint.load_checkpoint`); a
     damaged or inconsistent one raises :class:`~adasparse.train.checkpoint.CorruptCheckpointError` (a
@@ -50,8 +52,18 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     if ckpt.tokenizer_dir is None:
         raise FileNotFoundError(f"checkpoint {ckpt.path} has no tokenizer/ folder")
     tokenizers = TokenizerPair.load(ckpt.tokenizer_dir)
-    for side, tok, size in (("src", tokenizers.src, model.config.src_vocab_size),
-                            ("tgt", tokenizers.tgt, model.config.tgt_vocab_size)):  # fmt: skip
+    c = model.config
+    if isinstance(c, DecoderOnlyConfig):  # a language model: one tokenizer, a joint pair
+        if not tokenizers.joint:
+            raise CorruptCheckpointError(
+                f"{ckpt.tokenizer_dir}: a language model has one tokenizer, but this folder holds separate src and "
+                f"tgt models; the checkpoint's files do not belong together",
+                ckpt.tokenizer_dir,
+            )
+        sizes = (("joint", tokenizers.tgt, c.vocab_size),)
+    else:
+        sizes = (("src", tokenizers.src, c.src_vocab_size), ("tgt", tokenizers.tgt, c.tgt_vocab_size))
+    for side, tok, size in sizes:
         if tok.vocab_size != size:
             raise CorruptCheckpointError(
                 f"{ckpt.tokenizer_dir}: the {side} tokenizer has {tok.vocab_size} pieces but the model in "
@@ -70,8 +82,14 @@ def model_from_checkpoint(ckpt: Checkpoint) -> torch.nn.Module:
             f"{cfg_file} has no 'model' entry (the model's configuration): not a checkpoint of `adasparse train`?",
             cfg_file,
         )
+    kinds = {c.__name__: c for c in (Seq2SeqConfig, DecoderOnlyConfig)}
+    kind = saved.get("kind", Seq2SeqConfig.__name__)  # configs saved before "kind" existed are seq2seq
+    if kind not in kinds:
+        raise CorruptCheckpointError(
+            f"{cfg_file}: the model's kind is {kind!r}; known kinds: {', '.join(kinds)}", cfg_file
+        )
     try:
-        model = build_model(Seq2SeqConfig.from_dict(saved))
+        model = build_model(kinds[kind].from_dict(saved))
     except (ValueError, TypeError) as e:
         raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
     load_weights_into(model, ckpt)

@@ -40,15 +40,9 @@ from typing import Any
 
 import torch
 
-from ..data.batching import TokenBatcher, encode_pairs
-from ..data.corpus import VALID_PREFIXES, ParallelCorpus, find_corpus, load_parallel
 from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, min_vocab_size
-from ..decode.search import SearchConfig
-from ..decode.translate import translate_lines
-from ..evaluation import score_g2p, score_translation
 from ..models import build_model, summary
-from ..models import config as model_presets
-from ..models.config import Seq2SeqConfig
+from ..models.config import DecoderOnlyConfig, Seq2SeqConfig
 from ..nn import alpha_parameters
 from .checkpoint import (
     CheckpointManager,
@@ -71,6 +65,7 @@ from .loading import load_weights_into, pick_device
 from .lock import RunLock
 from .logger import RunLogger
 from .schedule import InverseSqrtSchedule, build_scheduler
+from .tasks import task_for
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "saved_train_options"]
 
@@ -123,40 +118,13 @@ def _tokenizer_config(cfg: TrainConfig) -> TokenizerConfig:
     return TokenizerConfig(kind=cfg.tokenizer, vocab_size=None, joint=cfg.joint_vocab)
 
 
-def _corpora(cfg: TrainConfig) -> tuple[ParallelCorpus, ParallelCorpus | None, str]:
-    """The training and validation corpora, and where validation was looked for (for the notice when absent)."""
-    if cfg.data_dir is not None:
-        files = find_corpus(cfg.data_dir, cfg.src_lang, cfg.tgt_lang)
-        train = files.load("train", max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
-        valid = files.load("valid", max_words=None) if files.has("valid") else None
-        prefixes = ", ".join(f"{p}.{files.src_lang}" for p in VALID_PREFIXES)
-        return train, valid, f"{cfg.data_dir} has none of {prefixes} (each with its .{files.tgt_lang}, optionally .gz)"
-    if cfg.train_src is None:
-        raise ValueError("no training data: give data_dir (--data) or train_src/train_tgt (--src/--tgt)")
-    train = load_parallel(cfg.train_src, cfg.train_tgt, max_words=cfg.max_tokens_per_sentence, max_pairs=cfg.max_pairs)
-    valid = None
-    if cfg.valid_src and cfg.valid_tgt:
-        valid = load_parallel(cfg.valid_src, cfg.valid_tgt, max_words=None)
-    return train, valid, "no --valid-src/--valid-tgt given"
-
-
-def _fingerprint(corpus: ParallelCorpus | None) -> dict[str, Any] | None:
-    """Number of pairs and SHA-256 of their text: tells a resumed run whether it is given the same data."""
-    if corpus is None:
-        return None
-    h = hashlib.sha256()
-    for s, t in zip(corpus.src, corpus.tgt):
-        h.update(s.encode("utf-8") + b"\t" + t.encode("utf-8") + b"\n")
-    return {"pairs": len(corpus), "sha256": h.hexdigest()}
-
-
-def _resolve_auto(cfg: TrainConfig, corpus: ParallelCorpus) -> tuple[TrainConfig, list[str]]:
+def _resolve_auto(cfg: TrainConfig, corpus, task) -> tuple[TrainConfig, list[str]]:
     """``cfg`` with its automatic options (``None``) chosen from the data and ``max_steps``, and what was chosen
     (or a notice where an explicit vocabulary is far larger than the data support)."""
     changes: dict[str, Any] = {}
     said: list[str] = []
     if cfg.tokenizer in ("bpe", "unigram"):
-        sides = [corpus.src + corpus.tgt] if cfg.joint_vocab else [corpus.src, corpus.tgt]
+        sides = task.vocab_sides(corpus, cfg.joint_vocab)
         need = max(min_vocab_size(x) for x in sides)
         auto = max(min(auto_vocab_size(x) for x in sides), need)
         words = sum(len(line.split()) for x in sides for line in x)
@@ -190,17 +158,9 @@ def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
     return saved["train"] if isinstance(saved, dict) and isinstance(saved.get("train"), dict) else None
 
 
-def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig:
-    preset = getattr(model_presets, cfg.preset)
-    overrides = dict(cfg.model)
-    overrides.setdefault("src_vocab_size", tokenizers.src.vocab_size)
-    overrides.setdefault("tgt_vocab_size", tokenizers.tgt.vocab_size)
-    if tokenizers.joint and "share_embeddings" not in overrides:
-        overrides["share_embeddings"] = "all"
-    overrides.setdefault("pad_id", tokenizers.tgt.pad_id)
-    overrides.setdefault("bos_id", tokenizers.tgt.bos_id)
-    overrides.setdefault("eos_id", tokenizers.tgt.eos_id)
-    return preset(attention=cfg.attention, **overrides)
+def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig | DecoderOnlyConfig:
+    """The configuration of the model ``cfg`` trains with ``tokenizers`` (its task's model)."""
+    return task_for(cfg).model_config(cfg, tokenizers)
 
 
 def _alpha_record(model) -> dict[str, list[list[float]]]:
@@ -323,7 +283,7 @@ class _Trainer:
         self.ckpts = CheckpointManager(
             run_dir,
             keep_last=cfg.keep_last,
-            metric_mode="min" if cfg.metric in _LOWER_IS_BETTER else "max",
+            metric_mode="min" if cfg.valid_metric in _LOWER_IS_BETTER else "max",
             create=self.dist.is_main,
         )
         self.resume_from = self._pick_resume() if resume else None
@@ -343,11 +303,12 @@ class _Trainer:
         if self.dist.enabled:
             torch.distributed.barrier()
 
-    def _setup_data(self) -> ParallelCorpus:
+    def _setup_data(self):
         """Read the corpora (``self.valid``; the training corpus is returned), fingerprint them and, for a new
         run, choose the automatic options from them."""
         cfg = self.cfg
-        train_corpus, valid_corpus, looked = _corpora(cfg)
+        self.task = task_for(cfg)
+        train_corpus, valid_corpus, looked = self.task.load_data(cfg)
         self._print(f"training data: {train_corpus.summary()}")
         if valid_corpus is None:
             if cfg.patience is not None:
@@ -355,20 +316,20 @@ class _Trainer:
                     f"patience={cfg.patience} stops on validation, but there is no validation set: {looked}"
                 )
             self._print(
-                f"no validation set ({looked}): validation is off, no {cfg.metric} is measured and the last "
+                f"no validation set ({looked}): validation is off, no {cfg.valid_metric} is measured and the last "
                 f"checkpoint stands for the best; checkpoints every valid_every={cfg.valid_every} updates"
             )
         else:
             self._print(f"validation data: {valid_corpus.summary()}")
         self.valid = valid_corpus
-        self.corpus = {"train": _fingerprint(train_corpus), "valid": _fingerprint(valid_corpus)}
+        self.corpus = {"train": self.task.fingerprint(train_corpus), "valid": self.task.fingerprint(valid_corpus)}
         if self.resume_from is None:
-            self.cfg, chosen = _resolve_auto(cfg, train_corpus)
+            self.cfg, chosen = _resolve_auto(cfg, train_corpus, self.task)
             if chosen:
                 self._print("chosen for this run: " + "; ".join(chosen))
         return train_corpus
 
-    def _setup_tokenizers(self, train_corpus: ParallelCorpus) -> None:
+    def _setup_tokenizers(self, train_corpus) -> None:
         """The checkpoint's tokenizers on resume; else trained on the training data (rank 0) and saved."""
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
@@ -376,37 +337,22 @@ class _Trainer:
         tok_dir = self.run_dir / "tokenizer"
         if self.dist.is_main:
             self._print(f"training tokenizer ({self.cfg.tokenizer}) on the training data")
-            TokenizerPair.train(train_corpus.src, train_corpus.tgt, _tokenizer_config(self.cfg)).save(tok_dir)
+            self.task.train_tokenizers(train_corpus, _tokenizer_config(self.cfg)).save(tok_dir)
         if self.dist.enabled:
             torch.distributed.barrier()
         self.tokenizers = TokenizerPair.load(tok_dir)
 
-    def _setup_batchers(self, train_corpus: ParallelCorpus) -> None:
-        """The model's configuration (it bounds the length of a pair) and the training/validation batchers."""
+    def _setup_batchers(self, train_corpus) -> None:
+        """The model's configuration (it bounds the length of a sequence) and the training/validation batchers."""
         cfg = self.cfg
-        self.model_config = model_config_for(cfg, self.tokenizers)
-        # a pair longer than the model's position table would stop training in the middle of an epoch
-        max_len = min(cfg.max_tokens_per_sentence, self.model_config.max_len)
-        src, tgt, dropped = encode_pairs(self.tokenizers, train_corpus.src, train_corpus.tgt, max_len)
-        if dropped:
-            self._print(f"dropped {dropped} training pairs longer than {max_len} tokens")
-        if not src:
-            raise ValueError(f"no training pairs left: all {dropped} are longer than {max_len} tokens")
+        self.model_config = self.task.model_config(cfg, self.tokenizers)
         dws = cfg.data_world_size or self.dist.world_size
         if self.dist.enabled and dws != self.dist.world_size:
             raise ValueError(f"data_world_size={dws} must equal the number of processes ({self.dist.world_size})")
-        try:
-            self.batcher = TokenBatcher(
-                src, tgt, cfg.batch_tokens, seed=cfg.seed, rank=self.dist.rank if self.dist.enabled or dws == 1 else None,
-                world_size=dws, pad_id=self.tokenizers.tgt.pad_id, pool_size=100 * 64,
-            )  # fmt: skip
-        except ValueError as e:  # say which option: the batcher calls it max_tokens
-            raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
-        if self.valid is not None:
-            vs, vt, _ = encode_pairs(self.tokenizers, self.valid.src, self.valid.tgt, max_len)
-            self.valid_batcher = TokenBatcher(
-                vs, vt, cfg.batch_tokens, shuffle=False, rank=None, pad_id=self.tokenizers.tgt.pad_id
-            )
+        rank = self.dist.rank if self.dist.enabled or dws == 1 else None
+        self.batcher, self.valid_batcher = self.task.batchers(
+            cfg, self.tokenizers, self.model_config, train_corpus, self.valid, rank, dws, self._print
+        )
 
     def _setup_model(self) -> None:
         """The model (wrapped in DDP across processes), AdamW with its parameter groups, schedule, loss scaler."""
@@ -511,7 +457,10 @@ class _Trainer:
             if was != now:
 
                 def said(f):
-                    return "none" if f is None else f"{f['pairs']} pairs, SHA-256 {f['sha256'][:12]}…"
+                    if f is None:
+                        return "none"
+                    n, unit = (f["lines"], "lines") if "lines" in f else (f["pairs"], "pairs")
+                    return f"{n} {unit}, SHA-256 {f['sha256'][:12]}…"
 
                 raise ValueError(
                     f"cannot resume {path}: its {split} data differ from the data given now (the run had "
@@ -569,7 +518,7 @@ class _Trainer:
         every rank. A non-finite loss or gradient norm raises :class:`TrainingDiverged` before the update."""
         model = self.ddp or self.model
         model.train()
-        n_local = sum(int(b.tgt_mask.sum()) for b in micro)
+        n_local = sum(self.task.n_labels(b) for b in micro)
         n_global = int(all_reduce_sum(torch.tensor(float(n_local)), self.dist).item())
         scale = self.dist.world_size / max(n_global, 1)
         total, n_all = 0.0, 0
@@ -579,11 +528,11 @@ class _Trainer:
             ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with ctx:
                 with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-                    logits = model(b.src, b.tgt_in, b.src_mask, b.tgt_mask)
-                loss, _ = self.model.loss(logits, b.tgt_out, self.cfg.label_smoothing, reduction="sum")
+                    logits = self.task.logits(model, b)
+                loss, n_read = self.task.loss(self.model, logits, b, self.cfg.smoothing)
                 self.scaler.scale(loss * scale).backward()
             total += float(loss.detach())
-            n_all += int(b.src_mask.sum()) + int(b.tgt_mask.sum())
+            n_all += n_read
         sums = all_reduce_sum(torch.tensor([total, float(n_all)], dtype=torch.float64), self.dist)
         self.scaler.unscale_(self.optimizer)
         # the norm is always measured (max_norm=inf scales by exactly 1): every rank sees the same synced gradients
@@ -617,38 +566,14 @@ class _Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation loss (teacher forcing) and decoding metrics, on rank 0 (others get an empty dict)."""
+        """The task's validation metrics (loss, and BLEU/chrF, WER/PER or perplexity), on rank 0 (others get {})."""
         if self.valid is None or not self.dist.is_main:
             return {}
-        model = self.model
-        model.eval()
-        tot, n = 0.0, 0
-        for b in self.valid_batcher.epoch_batches(0):
-            batch = self.valid_batcher.make_batch(b).to(self.device)
-            logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)
-            tot += float(model.loss(logits, batch.tgt_out, label_smoothing=0.0, reduction="sum")[0])
-            n += int(batch.tgt_mask.sum())
-        out = {"valid_loss": tot / max(n, 1)}
-        if self.cfg.metric != "loss":
-            k = self.cfg.valid_max_sentences or len(self.valid)
-            srcs, refs = self.valid.src[:k], self.valid.tgt[:k]
-            hyps = translate_lines(
-                model,
-                self.tokenizers,
-                srcs,
-                SearchConfig(beam_size=self.cfg.valid_beam, max_len=self.model_config.max_len),
-                device=self.device,
-            )
-            if self.cfg.metric in ("wer", "per"):
-                s = score_g2p(hyps, refs)
-                out.update(wer=s.wer, per=s.per)
-            else:
-                s = score_translation(hyps, refs)
-                out.update(bleu=s.bleu, chrf=s.chrf)
-        return out
+        self.model.eval()
+        return self.task.validate(self)
 
     def _metric(self, metrics: dict[str, float]) -> float | None:
-        key = "valid_loss" if self.cfg.metric == "loss" else self.cfg.metric
+        key = "valid_loss" if self.cfg.valid_metric == "loss" else self.cfg.valid_metric
         return metrics.get(key)
 
     # ------------------------------------------------------------------ loop
