@@ -111,7 +111,10 @@ def run_demo(
     hyps = translate_lines(model, toks, srcs, SearchConfig(beam_size=4, max_len=model.config.max_len))
     if g2p:
         scores = score_g2p(hyps, refs)
-        print(f"test: word error rate {scores.wer:.2f}%, phone error rate {scores.per:.2f}%")
+        print(
+            f"test: word error rate {scores.wer:.2f}% ± {scores.wer_se:.2f}, phone error rate {scores.per:.2f}% "
+            f"± {scores.per_se:.2f} (± one standard error over the {scores.n_words} test words)"
+        )
     else:
         scores = score_translation(hyps, refs)
         print(f"test: {scores}")

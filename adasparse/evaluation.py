@@ -9,10 +9,18 @@
   :func:`token_error_rate` over the phonemes, and the **word error rate** (WER) is the share of words whose
   predicted pronunciation is not exactly the reference (the usual G2P definition, :func:`word_error_rate`).
 All rates are percentages (0–100), like BLEU and chrF.
+
+**Standard errors** (:class:`G2PScores`), over words taken as independent draws from the test set's
+distribution: for WER, a share of words, the binomial ``√(p(1 − p)/n)``; for PER, a ratio of sums (errors over
+reference phones), the delta-method (linearisation) estimate ``√(Σ (e_i − R·m_i)² / (n(n − 1))) / m̄`` with
+``e_i`` the edit distance and ``m_i`` the reference length of word ``i``, ``R`` the PER as a fraction and ``m̄``
+the mean reference length — what a bootstrap over words approaches (tested against one). They measure how much a
+score would move on another test set of the same size, not how much it moves between training seeds.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -84,10 +92,20 @@ class TranslationScores:
 
 @dataclass(frozen=True)
 class G2PScores:
+    """WER and PER (percent) with their standard errors over words (module docstring) and the number of words."""
+
     wer: float
     per: float
+    wer_se: float = float("nan")
+    per_se: float = float("nan")
+    n_words: int = 0
 
     def __str__(self) -> str:
+        if self.n_words:
+            return (
+                f"WER {self.wer:.2f}% ± {self.wer_se:.2f}  PER {self.per:.2f}% ± {self.per_se:.2f}  "
+                f"(± one standard error over {self.n_words} words)"
+            )
         return f"WER {self.wer:.2f}%  PER {self.per:.2f}%"
 
 
@@ -117,5 +135,20 @@ def score_translation(hyps: Sequence[str], refs: Sequence[str]) -> TranslationSc
 
 
 def score_g2p(hyps: Sequence[str], refs: Sequence[str]) -> G2PScores:
-    """Word and phone error rates (percent) of grapheme-to-phoneme output."""
-    return G2PScores(word_error_rate(hyps, refs), phone_error_rate(hyps, refs))
+    """Word and phone error rates (percent) of grapheme-to-phoneme output, with their standard errors."""
+    _check(hyps, refs)
+    n = len(refs)
+    wrong = [h.split() != r.split() for h, r in zip(hyps, refs)]
+    errors = [edit_distance(h.split(), r.split()) for h, r in zip(hyps, refs)]
+    lengths = [len(r.split()) for r in refs]
+    total = sum(lengths)
+    if total == 0:
+        raise ValueError("the references hold no tokens")
+    p = sum(wrong) / n
+    ratio = sum(errors) / total
+    wer_se = math.sqrt(p * (1 - p) / n) if n > 1 else float("nan")
+    per_se = float("nan")
+    if n > 1:
+        resid = sum((e - ratio * m) ** 2 for e, m in zip(errors, lengths))
+        per_se = math.sqrt(resid / (n * (n - 1))) / (total / n)
+    return G2PScores(100.0 * p, 100.0 * ratio, 100.0 * wer_se, 100.0 * per_se, n)
