@@ -145,6 +145,12 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     cfg = _toy_config(
         data, max_steps=6, valid_every=6, log_every=1, max_minutes=60, model={"dropout": 0.0, "max_len": 32}
     )
+    ddp_matches_single_process(cfg, tmp_path)
+
+
+def ddp_matches_single_process(cfg: TrainConfig, tmp_path: Path) -> None:
+    """``cfg`` (6 steps, logging every step) on two gloo processes equals one process accumulating both ranks'
+    batches: the same losses, identical weights on both ranks, and the same final weights."""
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [

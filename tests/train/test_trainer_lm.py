@@ -20,7 +20,7 @@ from adasparse.train.logger import read_log
 from adasparse.train.tasks import LanguageModelTask
 from adasparse.train.trainer import train
 
-from .test_trainer import ROOT, _kill_after_checkpoint, _weights
+from .test_trainer import ROOT, _kill_after_checkpoint, _weights, ddp_matches_single_process
 
 TINY_TEXT = ROOT / "tests" / "data" / "tiny_text"
 MULTI30K = ROOT / ".." / "shared" / "data" / "multi30k"
@@ -97,6 +97,12 @@ def test_lm_resume_after_sigkill_gives_identical_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda recs: [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s")} for r in recs]  # noqa: E731
     assert strip(read_log(run / "log.jsonl")) == strip(read_log(full.run_dir / "log.jsonl"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_lm_ddp_two_gloo_processes_match_single_process(tmp_path):
+    cfg = _lm_config(max_steps=6, valid_every=6, log_every=1, max_minutes=60, model={"dropout": 0.0, "max_len": 24})
+    ddp_matches_single_process(cfg, tmp_path)
 
 
 def test_lm_resume_refuses_other_text(tmp_path):
