@@ -1,6 +1,17 @@
 """The ``adasparse`` command. Thin: it parses arguments and calls the library.
 
-Sub-commands: ``train``, ``translate``, ``evaluate``, ``demo``, ``analyze``, ``bench``.
+Sub-commands:
+
+* ``train``: an encoder–decoder on a parallel corpus, or (``--task lm``) a decoder-only language model on text;
+* ``translate``: greedy or beam search with an encoder–decoder checkpoint;
+* ``evaluate``: BLEU and chrF (WER and PER for g2p) of translations (``--src``/``--hyp`` with ``--ref``), or the
+  perplexity of a language-model checkpoint on a text (``--text``);
+* ``generate``: continue prompts with a language-model checkpoint (greedy, or sampling with temperature, top-k,
+  top-p), on the KV cache;
+* ``demo``: train, evaluate and report a learned-α model on CMUdict grapheme-to-phoneme;
+* ``analyze``: α, density, head diversity and roles of a trained checkpoint;
+* ``bench``: benchmarks that print tables of time ratios.
+
 ``torchrun --nproc_per_node=N -m adasparse train ...`` runs ``train`` on N processes.
 """
 
@@ -204,17 +215,23 @@ def _search_config(args: argparse.Namespace):
     )
 
 
+_CHECKPOINT_HELP = "checkpoint folder, or run folder (its best checkpoint, else its latest)"
+# the search options' defaults (evaluate --text refuses other values: it does not search)
+_SEARCH_DEFAULTS = {"beam": 5, "length_penalty": 1.0, "max_len_ratio": 1.5, "max_len_offset": 10}
+
+
 def _add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
+    d = _SEARCH_DEFAULTS
+    p.add_argument("--beam", type=int, default=d["beam"], help="beam size (1 = greedy)")
     p.add_argument(
-        "--checkpoint", required=True,
-        help="checkpoint folder, or run folder (its best checkpoint, else its latest)",
-    )  # fmt: skip
-    p.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam scores divided by length ** this")
-    p.add_argument(
-        "--max-len-ratio", type=float, default=1.5, help="max output length = ratio · source length + offset"
+        "--length-penalty", type=float, default=d["length_penalty"], help="beam scores divided by length ** this"
     )
-    p.add_argument("--max-len-offset", type=int, default=10, help="the offset of --max-len-ratio")
+    p.add_argument(
+        "--max-len-ratio", type=float, default=d["max_len_ratio"],
+        help="max output length = ratio · source length + offset",
+    )  # fmt: skip
+    p.add_argument("--max-len-offset", type=int, default=d["max_len_offset"], help="the offset of --max-len-ratio")
     p.add_argument("--batch-tokens", type=int, default=4096, help="source tokens per decoding batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
@@ -225,10 +242,33 @@ def _load(args: argparse.Namespace):
     return load_model(args.checkpoint, pick_device(args.device))
 
 
+def _is_lm(model) -> bool:
+    """Whether a loaded model is a decoder-only language model (``adasparse train --task lm``)."""
+    from .models.config import DecoderOnlyConfig
+
+    return isinstance(model.config, DecoderOnlyConfig)
+
+
+def _lm_refused(command: str, ckpt) -> str:
+    return (
+        f"{command}: {ckpt.path} is a language model (adasparse train --task lm), which does not translate; "
+        "measure its perplexity with `adasparse evaluate --text FILE` or continue text with `adasparse generate`"
+    )
+
+
+def _seq2seq_refused(command: str, ckpt) -> str:
+    return (
+        f"{command}: {ckpt.path} is an encoder–decoder (translation) checkpoint, not a language model "
+        "(adasparse train --task lm); use `adasparse translate`, or `adasparse evaluate --src ... --ref ...`"
+    )
+
+
 def _translate(args: argparse.Namespace) -> int:
     from .decode.translate import translate_lines
 
-    model, toks, _ = _load(args)
+    model, toks, ckpt = _load(args)
+    if _is_lm(model):
+        return _fail(_lm_refused("translate", ckpt))
     lines = _read_input(args.input)
     hyps = translate_lines(model, toks, lines, _search_config(args), max_tokens=args.batch_tokens)
     _write_output(args.output, hyps)
@@ -250,6 +290,19 @@ def _add_translate(sub) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        return _evaluate_text(args)
+    if args.json:
+        return _fail("evaluate: --json prints the perplexity figures of --text; translation scores print as text")
+    if args.ref is None:
+        return _fail(
+            "evaluate: give --ref FILE (references, with --src to translate or --hyp for existing outputs) to score "
+            "translations, or --text FILE to measure a language model's perplexity"
+        )
+    return _evaluate_translation(args)
+
+
+def _evaluate_translation(args: argparse.Namespace) -> int:
     from .data.corpus import read_lines
     from .evaluation import score_g2p, score_translation
 
@@ -266,7 +319,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         srcs = read_lines(args.src)
         if len(srcs) != len(refs):  # before decoding, which can take long
             return _fail(f"evaluate: {args.src} has {len(srcs)} lines but {args.ref} has {len(refs)}")
-        model, toks, _ = _load(args)
+        model, toks, ckpt = _load(args)
+        if _is_lm(model):
+            return _fail(_lm_refused("evaluate --src", ckpt))
         hyps = translate_lines(model, toks, srcs, _search_config(args), max_tokens=args.batch_tokens)
         if args.output:
             _write_output(args.output, hyps)
@@ -278,23 +333,183 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_text(args: argparse.Namespace) -> int:
+    """``evaluate --text``: perplexity of a language-model checkpoint (:func:`~adasparse.decode.score_text`)."""
+    from .data.text import load_text
+    from .decode.perplexity import score_text
+
+    given = [f"--{k}" for k in ("ref", "src", "hyp", "output") if getattr(args, k) is not None]
+    if args.task != "translation":
+        given.append(f"--task {args.task}")
+    given += [f"--{k.replace('_', '-')}" for k, v in _SEARCH_DEFAULTS.items() if getattr(args, k) != v]
+    if given:
+        return _fail(
+            f"evaluate: --text (perplexity of a language model) cannot be combined with {', '.join(given)} "
+            "(translation scoring); give --text alone, or drop it to score translations"
+        )
+    if not args.checkpoint:
+        return _fail("evaluate: --text needs --checkpoint (the language model that scores it)")
+    if args.batch_tokens < 1:
+        raise ValueError(f"--batch-tokens must be >= 1, got {args.batch_tokens}")
+    lines = [line for line in _read_input(args.text) if line] if args.text == "-" else load_text(args.text)
+    if not lines:
+        name = "<stdin>" if args.text == "-" else args.text
+        return _fail(f"evaluate --text: {name} holds no text (only blank lines); there is nothing to score")
+    model, toks, ckpt = _load(args)
+    if not _is_lm(model):
+        return _fail(_seq2seq_refused("evaluate --text", ckpt))
+    scores = score_text(model, toks, lines, max_tokens=args.batch_tokens)
+    if args.json:
+        import json
+
+        print(json.dumps(scores.as_dict()))
+    else:
+        print(scores.summary())
+    return 0
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
-        "evaluate", help="score a test set: sacreBLEU BLEU + chrF (and WER/PER for g2p)", formatter_class=HelpFormatter
-    )
+        "evaluate",
+        help="score a test set: sacreBLEU BLEU + chrF (and WER/PER for g2p), or a language model's perplexity "
+        "(--text)",
+        description="Two modes. Translation: --ref with --src (translated with --checkpoint) or --hyp (existing "
+        "outputs) prints BLEU and chrF. Language model: --checkpoint of `adasparse train --task lm` with --text "
+        "prints the perplexity per token and per byte (bits per byte) of the text, one document or sentence per "
+        "line (see adasparse.decode.perplexity).",
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
     _add_search_args(p)
     p.set_defaults(checkpoint=None)
     for a in p._actions:
         if a.dest == "checkpoint":
             a.required = False
+        if a.dest == "batch_tokens":
+            a.help = "tokens per batch: source tokens when translating, padded inputs with --text"
     p.add_argument("--src", help="test sources to translate with --checkpoint")
-    p.add_argument("--ref", required=True, help="references, one per line")
+    p.add_argument("--ref", help="references, one per line (translation mode: required)")
     p.add_argument("--hyp", help="score these outputs instead of translating")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument(
         "--task", choices=["translation", "g2p"], default="translation", help="g2p adds word and phone error rates"
     )
+    p.add_argument(
+        "--text",
+        help="measure the perplexity of the language model --checkpoint on this text: UTF-8, plain or .gz, one "
+        "document or sentence per line (blank lines skipped); - = stdin",
+    )
+    p.add_argument(
+        "--json", action="store_true",
+        help="with --text: print the figures as one JSON object (nll, n_tokens, n_bytes, n_lines, n_split, "
+        "token_perplexity, bits_per_byte, byte_perplexity) instead of a sentence",
+    )  # fmt: skip
     p.set_defaults(func=_evaluate)
+
+
+# ---------------------------------------------------------------------------------------------- generate
+
+
+_SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+
+
+def _generation_config(args: argparse.Namespace):
+    """The :class:`~adasparse.decode.GenerationConfig` of ``generate``'s options; its ``ValueError`` names the
+    option (``--top-p must be in (0, 1], got 0.0``)."""
+    from .decode.generation import GenerationConfig
+
+    given = {k: getattr(args, k) for k in _SAMPLING_OPTIONS if getattr(args, k) is not None}
+    if args.method == "greedy" and given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ValueError(
+            f"generate: {flags} {'applies' if len(given) == 1 else 'apply'} only to --method sample, and the method "
+            "is greedy (the most likely token, always): add --method sample"
+        )
+    try:
+        return GenerationConfig(method=args.method, seed=args.seed, **given)
+    except ValueError as e:  # "top_p must be ..." → "--top-p must be ..."
+        field, _, rest = str(e).partition(" ")
+        if field not in (*_SAMPLING_OPTIONS, "method", "seed"):
+            raise
+        rest = rest.replace(" or None", "")  # top_k=None is the option left out
+        raise ValueError(f"generate: --{field.replace('_', '-')} {rest}") from None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .decode.generation import generate_text
+
+    cfg = _generation_config(args)
+    if args.max_new_tokens < 0:
+        raise ValueError(f"generate: --max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.batch_size < 1:
+        raise ValueError(f"generate: --batch-size must be >= 1, got {args.batch_size}")
+    if args.prompt is not None:
+        prompts = args.prompt
+    elif args.input is not None:
+        prompts = _read_input(args.input)
+    else:
+        prompts = [""]  # one text from scratch
+    model, toks, ckpt = _load(args)
+    if not _is_lm(model):
+        return _fail(_seq2seq_refused("generate", ckpt))
+    texts = generate_text(
+        model, toks, prompts, args.max_new_tokens, cfg, batch_size=args.batch_size, include_prompt=args.include_prompt
+    )
+    _write_output(args.output, [t.replace("\r", " ").replace("\n", " ") for t in texts])  # one line per prompt
+    return 0
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue text with a language-model checkpoint (greedy, or sampling with temperature, top-k, top-p)",
+        description="Continue each prompt with a checkpoint of `adasparse train --task lm`, on the model's KV cache; "
+        "one output line per prompt, in order, the continuation only (with --include-prompt: the prompt and its "
+        "continuation). Without --prompt or --input, one text is generated from scratch. Sampling applies the "
+        "temperature, then top-k, then top-p (see adasparse.decode.generation); it is reproducible for a --seed and "
+        "the same prompts and --batch-size.",
+        formatter_class=HelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--checkpoint", required=True, help=_CHECKPOINT_HELP)
+    given = p.add_mutually_exclusive_group()
+    given.add_argument(
+        "--prompt", action="append",
+        help='a text to continue (repeatable: one output line each; "" = from scratch)',
+    )  # fmt: skip
+    given.add_argument(
+        "--input",
+        help="prompts, UTF-8, plain or .gz, one per line (a blank line is an empty prompt: text from scratch); "
+        "- = stdin",
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=50,
+        help="most tokens added to each prompt, the end-of-sequence token included (a model with sinusoidal "
+        "positions stops at its max_len)",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", choices=["greedy", "sample"], default="greedy",
+        help="greedy: the most likely token; sample: draw from the model's distribution, shaped by the options below",
+    )  # fmt: skip
+    p.add_argument(
+        "--temperature", type=float,
+        help="with --method sample: divide the logits by this, >= 0 (0 = greedy) (default: 1.0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--top-k", type=int, help="with --method sample: draw among the k most likely tokens, k >= 1 (default: all)"
+    )
+    p.add_argument(
+        "--top-p", type=float,
+        help="with --method sample: draw in the nucleus, the most likely tokens of total probability p, 0 < p <= 1 "
+        "(default: 1.0, all)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (unused by greedy)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (sorted by length)")
+    p.add_argument(
+        "--include-prompt", action="store_true",
+        help="write each prompt followed by its continuation (default: the continuation only)",
+    )  # fmt: skip
+    p.add_argument("--output", default="-", help="where to write the texts, one line per prompt (default: - = stdout)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.set_defaults(func=_generate)
 
 
 # ---------------------------------------------------------------------------------------------- demo, bench
@@ -365,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_translate(sub)
     _add_evaluate(sub)
+    _add_generate(sub)
     _add_demo(sub)
     try:
         from .analysis.cli import add_analyze_parser

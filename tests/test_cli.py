@@ -83,11 +83,11 @@ def test_every_option_has_help_with_its_default():
     from adasparse.cli import build_parser
 
     found = list(_options(build_parser()))
-    assert {p[0] for p, _ in found if p} >= {"train", "translate", "evaluate", "demo", "analyze"}
+    assert {p[0] for p, _ in found if p} >= {"train", "translate", "evaluate", "generate", "demo", "analyze"}
     for path, action in found:
         name = f"adasparse {' '.join(path)} {action.option_strings[-1]}"
         assert action.help and action.help.strip(), f"{name} has no help text"
-        if action.default not in (None, False):
+        if action.default is not None and action.default is not False:  # 0 == False, but 0 is a default to show
             parser = build_parser()._subparsers._group_actions[0].choices[path[0]] if path else build_parser()
             text = " ".join(parser.format_help().split())  # unwrapped
             assert f"(default: {action.default})" in text or "default:" in action.help, f"{name}: default not shown"

@@ -223,6 +223,14 @@ def generate_text(
     tok = lm_tokenizer(tokenizer)
     device = torch.device(device) if device is not None else _model_device(model)
     ids = [tok.encode(p, add_bos=True, add_eos=False) for p in prompts]
+    limit = _position_limit(model)
+    long = [i for i, p in enumerate(ids) if limit is not None and len(p) > limit]
+    if long:  # here, before sorting: generate_ids would name the prompt by its row in a batch
+        i = long[0]
+        raise ValueError(
+            f"prompt {i + 1} of {len(ids)} has {len(ids[i])} ids (bos included); the model reads at most "
+            f"max_len={limit} positions: shorten it"
+        )
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     generator = None if config.is_greedy else torch.Generator(device=device).manual_seed(config.seed)
     out = [""] * len(ids)
