@@ -42,7 +42,7 @@ TYPE_LABELS = {
     "enc_self": "encoder self-attention",
     "context": "context attention",
     "dec_self": "decoder self-attention",
-    "self": "self-attention",
+    "self": "causal self-attention",  # a decoder-only language model
 }
 ROLE_LABELS = {
     "prev": "previous token",

@@ -223,7 +223,8 @@ def _density_section(results: list[AnalysisResult], figs: _Figures, side: str) -
         "density_vs_length",
         "Density against sentence length",
         "Mean density over all heads and layers for sentences of each length (number of keys: source length "
-        "for encoder self- and context attention, target length for decoder self-attention). Sparse heads "
+        "for encoder self- and context attention, target length for decoder self-attention, sequence length "
+        "for a language model's causal self-attention). Sparse heads "
         "attend to a roughly constant number of keys, so their density falls as sentences grow." + side,
     )
     parts.append(_fig(e))
@@ -250,8 +251,9 @@ def _roles_section(results: list[AnalysisResult], figs: _Figures) -> Section:
     parts = [
         "<p class='note'>previous / next token: mean weight a query puts on the key just before / after it "
         "(self-attention only; no next token under a causal mask). Subword merging: mean weight a subword "
-        "piece gives to the other pieces of its own word. Interrogation: mean weight put on a final '?' of the "
-        "source sentence, over sentences ending with one.</p>"
+        "piece gives to the other pieces of its own word (those before it, under a causal mask). Interrogation: "
+        "mean weight put on a final '?' of the source sentence, over sentences ending with one (translation "
+        "models only: under a causal mask a final '?' is seen by no query but itself).</p>"
     ]
     for k, r in enumerate(results):
         e = figs.add(

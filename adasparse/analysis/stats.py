@@ -34,7 +34,8 @@ Per head (``(layers, heads)`` arrays) and per layer, with ``p`` the weights of o
 - **merge** (self-attention only, needs word indices): for each token whose word has other pieces among its
   attendable keys, the total weight it gives to those other pieces of its own word; averaged over such tokens.
 - **interrogation** (``enc_self`` and ``context``, needs source tokens): over sentences whose last non-special
-  source token is ``"?"``, the mean weight that real queries put on that ``"?"``.
+  source token is ``"?"``, the mean weight that real queries put on that ``"?"``. Not for the causal types
+  (``dec_self``, ``self``): a final ``"?"`` is attendable by no query but itself.
 
 Word indices: per sentence a sequence of integers, one per token position, tokens with the same index belonging
 to the same word; negative values (e.g. ``-1`` for padding or special tokens) belong to no word.
@@ -44,7 +45,8 @@ The α training log read by :func:`read_alpha_log` is JSON Lines, one object per
 
     {"step": 100, "alpha": {"enc_self": [[1.41, 1.87, ...], ...], "context": [...], "dec_self": [...]}}
 
-with ``alpha[type][layer][head]``; other keys are ignored, lines without ``"alpha"`` are skipped.
+with ``alpha[type][layer][head]`` (a language model's log has ``{"self": [[...], ...]}``); other keys are
+ignored, lines without ``"alpha"`` are skipped.
 """
 
 from __future__ import annotations
