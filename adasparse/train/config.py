@@ -104,7 +104,8 @@ class TrainConfig:
     language model on a text folder: ``data_dir`` with ``train.{text_suffix}`` and ``valid.{text_suffix}``, plain
     or ``.gz``, ``text_suffix`` ``"txt"`` by default; see :mod:`adasparse.train.tasks`). Options whose default
     depends on the task (``None`` = automatic): ``metric`` (``bleu`` / ``loss``) and ``label_smoothing``
-    (0.1 / 0); :attr:`valid_metric` and :attr:`smoothing` give the values in force.
+    (0.1 / 0); :attr:`valid_metric` and :attr:`smoothing` give the values in force. ``max_pairs`` keeps the first
+    training pairs (for ``task="lm"``: the first non-blank lines).
 
     Data: ``data_dir`` (folder with ``train``/``valid``/``test`` prefixes and language suffixes) or
     explicit ``train_src``/``train_tgt`` (+ ``valid_src``/``valid_tgt``). ``tokenizer`` is
