@@ -38,6 +38,35 @@ def test_quick_run_writes_table_json_and_figure(tmp_path, capsys):
             assert r["length_scales"] == {} and r["alphas"] == [[1.0, 1.0]]
 
 
+def test_resume_keeps_finished_rows_and_runs_the_rest(tmp_path, capsys):
+    base = [
+        "--quick",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--tasks",
+        "copy",
+        "--positions",
+        "rope",
+        "--no-figure",
+    ]
+    assert bench.main([*base, "--variants", "softmax"]) == 0
+    first = json.loads((tmp_path / "length_generalisation.json").read_text())["results"]
+    capsys.readouterr()
+    assert bench.main([*base, "--variants", "softmax", "entmax15", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "# --resume: 1 rows kept" in out and "1 to run" in out
+    data = json.loads((tmp_path / "length_generalisation.json").read_text())
+    assert [r["variant"] for r in data["results"]] == ["softmax", "entmax15"]
+    assert data["results"][0] == first[0]  # kept as it was, not trained again
+    assert data["meta"]["cpu_seconds"] > 0 and "min on two idle cores" in out
+    # other settings: refused, the file untouched
+    assert bench.main([*base, "--variants", "softmax", "--steps", "3", "--resume"]) == 2
+    assert "written with other settings" in capsys.readouterr().err
+    assert json.loads((tmp_path / "length_generalisation.json").read_text()) == data
+
+
 def test_variants_share_initial_weights_batches_and_test_sequences():
     s = bench.QUICK
     task = bench.build_task("mqar", s)

@@ -163,7 +163,7 @@ def train(model: DecoderOnlyTransformer, task: SyntheticTask, s: Settings) -> di
     lo, hi = (s.train_min + 1) // 2, s.train_max // 2
     model.train()
     losses = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         length = 2 * int(torch.randint(lo, hi + 1, (1,), generator=g))
         x, y = task.sample(s.batch, length, g)
@@ -180,6 +180,7 @@ def train(model: DecoderOnlyTransformer, task: SyntheticTask, s: Settings) -> di
     return {
         "steps": steps,
         "train_seconds": time.perf_counter() - t0,
+        "train_cpu_seconds": time.process_time() - c0,
         "final_loss": sum(tail) / len(tail),
         "loss_curve": {"every": every, "mean_loss": curve},
     }
@@ -196,7 +197,7 @@ def evaluate(model: DecoderOnlyTransformer, task: SyntheticTask, s: Settings) ->
         n = max(s.min_eval_seqs, s.eval_tokens // length)
         per_batch = max(1, min(n, s.eval_elements // (s.n_heads * length * length)))
         right = answers = seq_right = 0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, n, per_batch):
             x, y = task.sample(min(per_batch, n - start), length, g)
             lab = y != IGNORE
@@ -214,6 +215,7 @@ def evaluate(model: DecoderOnlyTransformer, task: SyntheticTask, s: Settings) ->
             "answers": answers,
             "sequences": n,
             "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
         }
     return out
 
@@ -379,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=1, help="models trained in parallel processes (default 1)")
     ap.add_argument("--out", default="bench_length", help="folder for length_generalisation.{json,png}")
     ap.add_argument("--no-figure", action="store_true", help="skip the figure (no matplotlib needed)")
+    ap.add_argument(
+        "--resume", action="store_true",
+        help="keep the rows already in --out's JSON (written after every row; the same settings) and run the others",
+    )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a tiny model, 4 steps, lengths 32-128 (smoke run)")
     return ap
 
@@ -421,6 +427,33 @@ def main(argv: list[str] | None = None) -> int:
     print(_header(s), flush=True)
     results: list[dict] = []
     json_path = out / "length_generalisation.json"
+    if args.resume and json_path.is_file():
+        try:
+            prev = json.loads(json_path.read_text(encoding="utf-8"))
+            same = prev["meta"]["settings"] == json.loads(json.dumps(asdict(s)))
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"adasparse bench length: error: --resume: {json_path} is not a results file ({e})", file=sys.stderr)
+            return 2
+        if not same:
+            print(
+                f"adasparse bench length: error: --resume: {json_path} was written with other settings; give the "
+                "same options, or another --out",
+                file=sys.stderr,
+            )
+            return 2
+        wanted = set(runs)
+        results = [
+            {**r, "eval": {int(k): v for k, v in r["eval"].items()}}  # JSON keys are strings
+            for r in prev["results"]
+            if (r["task"], r["positions"], r["variant"]) in wanted
+        ]
+        kept = {(r["task"], r["positions"], r["variant"]) for r in results}
+        runs_left = [key for key in runs if key not in kept]
+        for r in results:
+            print(format_row(r, s), flush=True)
+        print(f"# --resume: {len(results)} rows kept from {json_path}, {len(runs_left)} to run", flush=True)
+    else:
+        runs_left = runs
     t0 = time.perf_counter()
 
     def done(r: dict) -> None:
@@ -430,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(json_path, meta, results)
 
     if args.jobs == 1:
-        for t, p, v in runs:
+        for t, p, v in runs_left:
             done(run_one(t, p, v, s))
     else:
         from ..nn.attention import entmax_attention
@@ -440,12 +473,19 @@ def main(argv: list[str] | None = None) -> int:
         import multiprocessing as mp
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, t, p, v, s, args.threads) for t, p, v in runs]
+            futures = [pool.submit(run_one, t, p, v, s, args.threads) for t, p, v in runs_left]
             for f in as_completed(futures):
                 done(f.result())
     meta["wall_seconds"] = time.perf_counter() - t0
+    cpu = sum(r["train"].get("train_cpu_seconds", 0.0) + sum(e.get("cpu_seconds", 0.0) for e in r["eval"].values())
+              for r in results)  # fmt: skip
+    meta["cpu_seconds"] = cpu
     write_json(json_path, meta, results)
-    print(f"# wrote {json_path} ({meta['wall_seconds']:.0f} s)", flush=True)
+    print(
+        f"# wrote {json_path} ({meta['wall_seconds']:.0f} s this time; CPU time of all rows {cpu:.0f} s, "
+        f"≈ {cpu / 60 / 2:.0f} min on two idle cores)",
+        flush=True,
+    )
     if not args.no_figure:
         fig_path = out / "length_generalisation.png"
         plot(fig_path, results, s)
