@@ -1,19 +1,12 @@
-import gzip
 import logging
 
 import pytest
 
 from adasparse.data.corpus import find_corpus, load_parallel, read_lines
 
+from .files import write_lines
 
-def _write(path, lines, gz=False, raw=None):
-    data = raw if raw is not None else "".join(line + "\n" for line in lines).encode("utf-8")
-    if gz:
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-    return path
+_write = write_lines
 
 
 def test_plain_and_gzip_read_the_same(tmp_path):

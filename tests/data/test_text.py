@@ -1,6 +1,5 @@
 """Language-model text: finding and reading the files, the one tokenizer, sequences and windows, LM batches."""
 
-import gzip
 import importlib.util
 from pathlib import Path
 
@@ -20,19 +19,14 @@ from adasparse.data.text import (
 )
 from adasparse.data.tokenizer import BOS_ID, EOS_ID, SymbolTokenizer, TokenizerConfig, TokenizerPair
 
+from .files import write_lines
+
 HERE = Path(__file__).parent
 TINY = HERE / "tiny_text"
 MULTI30K = HERE.parents[1] / ".." / "shared" / "data" / "multi30k"
 
 
-def _write(path, lines, gz=False, raw=None):
-    data = raw if raw is not None else "".join(line + "\n" for line in lines).encode("utf-8")
-    if gz:
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-    return path
+_write = write_lines
 
 
 # -- the tiny text that ships with the tests --------------------------------------------------------------------

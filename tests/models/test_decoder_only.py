@@ -9,13 +9,7 @@ import torch
 from adasparse.models import DecoderOnlyConfig, DecoderOnlyTransformer, summary, tiny_lm
 from adasparse.nn.length_scaling import LengthScaling
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes
 
 
 def _model(norm="learned", **kw):

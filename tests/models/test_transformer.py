@@ -30,13 +30,7 @@ NORMALIZERS = ["softmax", "sparsemax", "entmax15", 1.3, "learned"]
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes
 
 
 def _tokens(b, n, vocab=64, seed=0):

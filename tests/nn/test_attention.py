@@ -23,13 +23,7 @@ from adasparse.ops.entmax import entmax_bisect_reference
 B, H, Q, K, D = 2, 3, 5, 7, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes
 
 
 def _qkv(dtype=torch.float32, q_len=Q, k_len=K, seed=0, grad=False):

@@ -21,13 +21,7 @@ E, H, B, T, S = 16, 4, 3, 6, 5
 NORMALIZERS = ["softmax", "sparsemax", "entmax15", 1.3, "learned"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: one intra-op thread is faster and immune to a busy shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny shapes
 
 
 def _x(*shape, seed=0):
