@@ -150,6 +150,25 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
     assert_close_all(got, want, TOL[torch.float32])
 
 
+def test_topk_start_saves_passes_and_keeps_the_output():
+    """The solver started from the first pass's top-k scores (the default) against the start at t = 0: the same
+    output (both stop at the same residual), fewer solver passes and fewer key-block visits on clustered keys."""
+    L, D = 64, 32
+    g = torch.Generator().manual_seed(8)
+    centres = 2.0 * torch.randn(L // BLOCK, D, generator=g).repeat_interleave(BLOCK, 0)  # (L, D)
+    k = (centres + 0.7 * torch.randn(2, L, D, generator=g)).view(1, 2, L, D)
+    q = (centres + 0.7 * torch.randn(2, L, D, generator=g)).view(1, 2, L, D)
+    v = torch.randn(1, 2, L, D, generator=g)
+    q, k, v = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE)
+    alpha = torch.tensor([1.25, 1.5], device=DEVICE)
+    new = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK)
+    old = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK, topk=0)
+    assert rel(new.out, old.out) <= 1e-5
+    assert new.newton_iters.sum() < old.newton_iters.sum(), (new.newton_iters, old.newton_iters)
+    assert new.block_visits.sum() < old.block_visits.sum(), (new.block_visits, old.block_visits)
+    assert (new.topk_rounds > 0).all() and (old.topk_rounds == 0).all()
+
+
 # ---- the grid: head dims (powers of two and not), dtypes, masks; forward and every gradient ----------------
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
 GRID_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
