@@ -13,7 +13,10 @@ Scores: ``scale · q kᵀ`` of bf16-rounded inputs accumulated in float32 (what 
 The cost model (:func:`modelled_times`) prices each visited tile by its per-element work on an H100 SXM
 (tensor-core flops, ALU slots, MUFU ops: constants below), for our forward and backward and for
 FlashAttention-2's, with no overlap between tensor-core and other work and the same efficiency for both
-sides — so the ratio it gives is what the *design* costs, not what a given implementation achieves.
+sides — so the ratio it gives is what the *design* costs, not what a given implementation achieves.  Implemented
+and priced: pass 1 with the top-k extraction rounds the model counts, the solver passes (closed forms at α = 1.5
+and 2), the output pass, and both backwards (the default single FA2-shaped kernel, the deterministic pair).
+Not implemented, not priced: fast log2/exp2 (``tl.log`` is libdevice ``logf``, ``LOGF_ALU`` below).
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ def element_costs(D: int, topk: int = TOPK, bn: int = 64) -> dict[str, tuple[flo
         "solve_2": (2 * D, 17, 0),
         "out_learned": (10 * D, 60 + LOGF_ALU, 4),  # QKᵀ, PV + three α-gradient dots; log1p, exp, series, exp
         "out_fixed": (6 * D, 40 + LOGF_ALU, 3),  # QKᵀ, PV + Σ s v; log1p, exp, p^{2−α}
-        # ours, backward (two kernels, each recomputing QKᵀ, p and dP) and an FA2-style single backward
+        # ours, backward: deterministic=True (two kernels, each recomputing QKᵀ, p and dP) and the default, one
+        # kernel of FA2's shape (five matmuls, p once, dQ added atomically as FA2 does)
         "bwd_two": (14 * D, 2 * (35 + LOGF_ALU), 6),
         "bwd_one": (10 * D, 35 + LOGF_ALU, 3),
     }
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# learned α of the first 4 heads: {', '.join(f'{x:.3f}' for x in learned)}")
     print(
         "| inputs | causal | α | solver | passes mean / max | sweeps | top-k rounds per tile | empty tiles "
-        "| model fwd+bwd × FA2 (two bwd / one bwd) |"
+        "| model fwd+bwd × FA2 (deterministic two-kernel bwd / default one-kernel bwd) |"
     )
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for kind, qs, name, al, causal, solver, eps in points:

@@ -36,11 +36,14 @@ Forward, one program per (query block, batch·head):
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
    when α needs a gradient, the row vector G with ``∂ℓ/∂α = dO · G`` (see below).
 
-Backward (two programs per block: one over key blocks for dK, dV; one over query blocks for dQ; no
-atomics, deterministic) recomputes p from (m, t, l) and visits only the blocks the mask marks non-empty::
+Backward, one program per (key block, batch·head) in FlashAttention-2's shape: it recomputes p from (m, t, l)
+on the query blocks the mask marks non-empty, once, and makes five matmuls — QKᵀ, dP = dO vᵀ, dV += Pᵀ dO,
+dK += dZᵀ q and dQ's share dZ k, added atomically into a float32 (float64) buffer::
 
     dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
 
+``deterministic=True`` (or ``torch.use_deterministic_algorithms``) instead runs two programs per block, no
+atomics: the same kernel for dK, dV without dQ, then one over query blocks for dQ (each recomputes p and dP);
 and the α gradient needs no kernel at all: ``∂ℓ/∂α = Σ_rows dO · G`` per head.
 
 α gradient without cancellation.  The guide's per-row formula
@@ -512,12 +515,16 @@ def _load_rows(ROW_M, ROW_T, ROW_L, DELTA, rows, row_ok):
 
 @triton.jit
 def _bwd_kv_kernel(
-    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV,
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV, DQ_ACC,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
+    """dK, dV of one key block over the non-empty query blocks; with ``ATOMIC_DQ`` also each block's share of
+    dQ, added atomically to the ACC-dtype buffer ``DQ_ACC`` (FA2's backward: p recomputed once, five matmuls;
+    the order of the additions varies, so dQ's rounding does).  Without it ``_bwd_q_kernel`` computes dQ."""
     kb = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
@@ -555,6 +562,10 @@ def _bwd_kv_kernel(
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
             dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
+            if ATOMIC_DQ:
+                dq = tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC) * scale
+                oq = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
+                tl.atomic_add(DQ_ACC + oq, dq, mask=qd_mask)  # each address once per program: no RAW
     od = (bh * Lk + offs_n)[:, None] * D + offs_d[None, :]
     tl.store(DK + od, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + od, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -848,10 +859,11 @@ def triton_entmax_attention_forward(
 
 
 class _TritonEntmaxAttention(torch.autograd.Function):
-    """(q, k, v, α (H,), key padding mask, causal, scale, tiles) → out, with gradients for q, k, v and α."""
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic) → out, with gradients for q, k, v
+    and α."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n):
+    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic):
         need_qkv = any(ctx.needs_input_grad[:3])
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
@@ -861,6 +873,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.deterministic = deterministic
         ctx.save_for_backward(
             q, k, v, alpha, key_padding_mask,
             fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
@@ -889,7 +902,6 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
             alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
             bmask = block_mask.to(torch.int8)
-            dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
             dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
             dv = torch.empty((B, H, Lk, D), dtype=v.dtype, device=q.device)
             common = (
@@ -900,12 +912,22 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
-                IDX64=_needs_int64(q, k, v, do, dq, dk, bmask),
+                IDX64=_needs_int64(q, k, v, do, dk, bmask) or q.numel() >= 2**31 - 1,  # dq: contiguous, as q
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
-            _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
-            _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
-        return dq, dk, dv, dalpha, None, None, None, None, None
+            if ctx.deterministic:  # two kernels, no atomics: dK, dV per key block, then dQ per query block
+                dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
+                _bwd_kv_kernel[(n_kb, B * H)](
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq, *common, ATOMIC_DQ=False, **meta
+                )
+                _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
+            else:  # one kernel, FA2's shape: dQ added atomically into an ACC-dtype buffer
+                dq_acc = torch.zeros((B, H, Lq, D), dtype=acc, device=q.device)
+                _bwd_kv_kernel[(n_kb, B * H)](
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
+                )
+                dq = dq_acc.to(q.dtype)
+        return dq, dk, dv, dalpha, None, None, None, None, None, None
 
 
 def triton_entmax_attention(
@@ -919,6 +941,7 @@ def triton_entmax_attention(
     scale: float | None = None,
     block_m: int | None = None,
     block_n: int | None = None,
+    deterministic: bool | None = None,
 ) -> Tensor:
     r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
 
@@ -931,12 +954,20 @@ def triton_entmax_attention(
         is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
         scale: multiplies q kᵀ; default 1/√D.
         block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+        deterministic: the backward without atomics (two kernels: dK, dV per key block, then dQ per query
+            block, each recomputing p), bitwise reproducible; otherwise one kernel of FlashAttention-2's shape
+            that adds dQ atomically (fewer passes; dQ's rounding depends on the order of the additions).
+            Default: ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
         out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
     """
     alpha = check_inputs(q, k, v, alpha, key_padding_mask)
-    return _TritonEntmaxAttention.apply(q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    return _TritonEntmaxAttention.apply(
+        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic)
+    )
 
 
 def compile_kernels(
@@ -947,7 +978,7 @@ def compile_kernels(
     alpha_grad: bool = True,
     idx64: bool = False,
 ) -> dict[str, object]:
-    """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
+    """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
     Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
@@ -968,7 +999,7 @@ def compile_kernels(
     bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
     common["PREC"] = _precision(dtype)
-    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
+    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA", "DQ_ACC")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32", "ROUNDS": "i32"}
     specs = {
         "forward": (
@@ -984,7 +1015,8 @@ def compile_kernels(
                 N_WORDS=_n_words(4096 // bn),
             ),  # fmt: skip
         ),
-        "backward_kv": (_bwd_kv_kernel, {}),
+        "backward": (_bwd_kv_kernel, dict(ATOMIC_DQ=True)),
+        "backward_kv": (_bwd_kv_kernel, dict(ATOMIC_DQ=False)),
         "backward_q": (_bwd_q_kernel, {}),
     }
     out = {}
