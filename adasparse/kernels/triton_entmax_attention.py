@@ -16,9 +16,12 @@ precision in float32 and α = 1 is exactly softmax with t = log Σ exp(z − m).
 
 Forward, one program per (query block, batch·head):
 
-1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp);
-2. Halley on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1 (f' and f'' are two more sums), started at the
-   left end t = 0 of the bracket; Newton where Halley's denominator is not positive, bisection where a step
+1. one pass over the key blocks: row max m and number n of attendable keys (softmax heads: also Σ exp), and
+   each row's 8 largest scores (a multiset in registers, filled by extraction rounds that run only while some
+   row's next score beats its 8th kept one); Newton on the minorant F(t) = Σ_{top 8} [·]₊^{1/(α−1)} − 1 of f
+   gives a lower bound t₀ ≤ t* (proof at ``_topk_lower_bound``), typically 75–95% of the way to the root;
+2. Halley on f(t) = Σ [1 + (α−1)(z − m − t)]₊^{1/(α−1)} − 1 (f' and f'' are two more sums), started at t₀,
+   which is also the bracket's lower end, so key blocks empty at t₀ die in the first solver pass; Newton where Halley's denominator is not positive, bisection where a step
    leaves the current bracket.  It stops when |f| ≤ EPS_F, set by the output dtype (the output is
    renormalised, so this bounds its error), or when a step is at rounding level; stopping left of the root it
    takes one more Newton step without evaluating it (f is convex and decreasing: the step lands in [t, root])
@@ -33,11 +36,14 @@ Forward, one program per (query block, batch·head):
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
    when α needs a gradient, the row vector G with ``∂ℓ/∂α = dO · G`` (see below).
 
-Backward (two programs per block: one over key blocks for dK, dV; one over query blocks for dQ; no
-atomics, deterministic) recomputes p from (m, t, l) and visits only the blocks the mask marks non-empty::
+Backward, one program per (key block, batch·head) in FlashAttention-2's shape: it recomputes p from (m, t, l)
+on the query blocks the mask marks non-empty, once, and makes five matmuls — QKᵀ, dP = dO vᵀ, dV += Pᵀ dO,
+dK += dZᵀ q and dQ's share dZ k, added atomically into a float32 (float64) buffer::
 
     dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
 
+``deterministic=True`` (or ``torch.use_deterministic_algorithms``) instead runs two programs per block, no
+atomics: the same kernel for dK, dV without dQ, then one over query blocks for dQ (each recomputes p and dP);
 and the α gradient needs no kernel at all: ``∂ℓ/∂α = Σ_rows dO · G`` per head.
 
 α gradient without cancellation.  The guide's per-row formula
@@ -76,7 +82,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .solver_model import eps_f_for
+from .solver_model import START_NEWTON, TOPK, eps_f_for
 
 __all__ = [
     "triton_entmax_attention",
@@ -229,14 +235,45 @@ def _clear_bit(bits, widx, kb):
 
 
 @triton.jit
+def _topk_insert(top, tcol, x):
+    """Insert x (BLOCK_M,) into each row's multiset ``top`` (BLOCK_M, k) in place of its minimum, when larger:
+    fed every candidate, ``top`` ends as their k largest (-inf where fewer)."""
+    tmin = tl.min(top, 1)
+    imin = tl.argmin(top, 1)
+    return tl.where((tcol[None, :] == imin[:, None]) & (x > tmin)[:, None], x[:, None], top)
+
+
+@triton.jit
+def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.constexpr):
+    """A lower bound on each row's threshold t* from its k largest scores ``top`` (α > 1; rows of a softmax head
+    or with no key give a meaningless value, which the caller discards).
+
+    Valid because: with g(y) = [1 + (α−1)y]₊^{1/(α−1)} ≥ 0, f(t) = Σ_{all keys} g(z − m − t) − 1 ≥
+    F(t) = Σ_{top} g(z − m − t) − 1 for every t (F drops non-negative terms; ``top`` holds scores of distinct
+    keys), so F's root t_F ≤ t*.  F is convex (g is, for 1 < α ≤ 2) and decreasing with F(0) ≥ 0 (the row max
+    is in ``top``: g(0) = 1), so Newton from t = 0 climbs monotonically and never passes t_F: every iterate is
+    ≤ t_F ≤ t*, however few are taken.  Rounding: F and −F' = Σ g/w (≥ Σ g ≈ 1 near t_F, as w ≤ 1) are sums of
+    k terms, so an iterate exceeds t_F by at most a few k·eps; the result is moved left by 64·TOL·(1 + t)
+    (TOL = 4 eps) and clamped at 0.  ``adasparse.kernels.solver_model.topk_lower_bound`` is the same in PyTorch.
+    """
+    t = tl.zeros_like(m)
+    has = top > float("-inf")
+    for _s in tl.static_range(STEPS):
+        pu, gu, hu = _solver_terms(top, has, m, t, am1, inv_am1, mode)
+        g = tl.sum(gu, 1)
+        t = t + (tl.sum(pu, 1) - 1.0) / tl.where(g > 0.0, g, 1.0)
+    return tl.maximum(t - 64.0 * TOL * (1.0 + t), 0.0)
+
+
+@triton.jit
 def _fwd_kernel(
     Q, K, V, KPM, ALPHA,
-    OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS,
+    OUT, ROW_M, ROW_T, ROW_L, OT, GA, BMASK, VISITS, ITERS, ROUNDS,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
-    MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr,
+    MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr, TOPK: tl.constexpr, START_NEWTON: tl.constexpr,
     ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -269,23 +306,41 @@ def _fwd_kernel(
     widx = tl.arange(0, N_WORDS)
     bits = tl.full((N_WORDS,), -1, tl.int32)
 
-    # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only)
+    # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only), and each
+    # row's TOPK largest scores (a multiset in registers; see _topk_insert) for the solver's starting point
     m = tl.full((BLOCK_M,), float("-inf"), ACC)
     cnt = tl.zeros((BLOCK_M,), tl.int32)
     ls = tl.zeros((BLOCK_M,), ACC)
+    rounds = 0
+    if TOPK > 0:
+        tcol = tl.arange(0, TOPK)
+        top = tl.full((BLOCK_M, TOPK), float("-inf"), ACC)
     for kb in range(0, kb_end):
         offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
         kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
         k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
         z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale  # (BLOCK_M, BLOCK_N)
         ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-        m_new = tl.maximum(m, tl.max(tl.where(ok, z, float("-inf")), 1))
+        zm = tl.where(ok, z, float("-inf"))
+        x = tl.max(zm, 1)
+        m_new = tl.maximum(m, x)
         if is_soft:
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             ls = ls * tl.exp(m - m_safe) + tl.sum(tl.where(ok, tl.exp(z - m_safe[:, None]), 0.0), 1)
         m = m_new
         cnt += tl.sum(ok.to(tl.int32), 1)
         visits += 1
+        if TOPK > 0:
+            # rounds while some row's next largest score (x: the block max first) beats its k-th kept value: x
+            # falls and the k-th value rises, so a row that stops inserting never resumes (≤ TOPK rounds); the
+            # test reuses the block max, so a block that changes no row's multiset costs nothing more
+            go = tl.where(is_soft, 0, tl.max((x > tl.min(top, 1)).to(tl.int32), 0))
+            while go > 0:
+                top = _topk_insert(top, tcol, x)
+                zm = tl.where(zm == x[:, None], float("-inf"), zm)  # ties leave together: only weakens the bound
+                x = tl.max(zm, 1)
+                go = tl.max((x > tl.min(top, 1)).to(tl.int32), 0)
+                rounds += 1
     for kb in range(kb_end, n_kb):  # above the causal diagonal: never visited
         tl.store(bmask_row + kb, 0)
 
@@ -308,7 +363,9 @@ def _fwd_kernel(
         em1 = tl.where(e == 1.0, a, (e - 1.0) * a / tl.log(tl.where(e == 1.0, 0.5, e)))  # expm1(a)
         hi = (-em1 * inv_am1) * 1.001 + 1e-6  # margin: rounding must not cut the root off
         lo = zero
-        t = zero
+        if TOPK > 0:
+            lo = tl.where(has, _topk_lower_bound(top, m, am1, inv_am1, mode, TOL, START_NEWTON), 0.0)
+        t = lo  # f(lo) ≥ 0: lo is the bracket's lower end from the first solver pass on
         norm = zero
         two_m_a = 2.0 - alpha  # f'' = (2 − α) Σ p/w²
         done = (cnt == 0).to(tl.int32)
@@ -421,6 +478,7 @@ def _fwd_kernel(
         tl.store(OT + od, ot, mask=od_mask)
     tl.store(VISITS + bh * n_qb + pid_m, visits)
     tl.store(ITERS + bh * n_qb + pid_m, n_iter)
+    tl.store(ROUNDS + bh * n_qb + pid_m, rounds)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -457,12 +515,16 @@ def _load_rows(ROW_M, ROW_T, ROW_L, DELTA, rows, row_ok):
 
 @triton.jit
 def _bwd_kv_kernel(
-    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV,
+    Q, K, V, DO, KPM, ALPHA, ROW_M, ROW_T, ROW_L, DELTA, BMASK, DK, DV, DQ_ACC,
     sqb, sqh, sql, skb, skh, skl, svb, svh, svl, sdb, sdh, sdl, skpm,
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):  # fmt: skip
+    """dK, dV of one key block over the non-empty query blocks; with ``ATOMIC_DQ`` also each block's share of
+    dQ, added atomically to the ACC-dtype buffer ``DQ_ACC`` (FA2's backward: p recomputed once, five matmuls;
+    the order of the additions varies, so dQ's rounding does).  Without it ``_bwd_q_kernel`` computes dQ."""
     kb = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
@@ -500,6 +562,10 @@ def _bwd_kv_kernel(
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
             dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
+            if ATOMIC_DQ:
+                dq = tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC) * scale
+                oq = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
+                tl.atomic_add(DQ_ACC + oq, dq, mask=qd_mask)  # each address once per program: no RAW
     od = (bh * Lk + offs_n)[:, None] * D + offs_d[None, :]
     tl.store(DK + od, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + od, dv.to(DV.dtype.element_ty), mask=kv_mask)
@@ -637,7 +703,8 @@ class EntmaxAttentionForward:
     ``normaliser`` (Σ of the unnormalised weights); ``block_mask`` (B, H, ⌈Q/BLOCK_M⌉, ⌈K/BLOCK_N⌉) bool,
     True where a block holds a non-zero weight; ``block_visits`` (B, H, ⌈Q/BLOCK_M⌉) key blocks visited by
     each query block over all passes; ``newton_iters`` (B, H, ⌈Q/BLOCK_M⌉): solver passes (Halley steps now;
-    the name stays).  ``o_tilde`` (Õ, for δ) and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward
+    the name stays); ``topk_rounds`` (B, H, ⌈Q/BLOCK_M⌉): the first pass's top-k extraction rounds over its key
+    blocks (each costs a row max and a select per score).  ``o_tilde`` (Õ, for δ) and ``g_alpha`` (G, with ∂ℓ/∂α = Σ dO·G) are what the backward
     needs (None when not requested).
     """
 
@@ -648,6 +715,7 @@ class EntmaxAttentionForward:
     block_mask: Tensor
     block_visits: Tensor
     newton_iters: Tensor
+    topk_rounds: Tensor
     o_tilde: Tensor | None
     g_alpha: Tensor | None
     block_m: int
@@ -731,12 +799,15 @@ def triton_entmax_attention_forward(
     alpha_grad: bool = False,
     block_m: int | None = None,
     block_n: int | None = None,
+    topk: int = TOPK,
     _checked: bool = False,
 ) -> EntmaxAttentionForward:
     """Run the forward kernel (no autograd) and return its outputs and statistics.
 
     ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
     ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
+    ``topk`` (0 or a power of two ≤ ``block_n``): scores per row the first pass keeps for the solver's start;
+    0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).
     """
     if not _checked:
         alpha = check_inputs(q, k, v, alpha, key_padding_mask)
@@ -744,6 +815,8 @@ def triton_entmax_attention_forward(
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     bm, bn, bd = _blocks(Lq, Lk, D, block_m, block_n)
+    if topk < 0 or topk & (topk - 1) or topk > bn:
+        raise ValueError(f"topk must be 0 or a power of two <= block_n = {bn}, got {topk}")
     n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
     acc = _acc_dtype(q.dtype)
     dev = q.device
@@ -761,6 +834,7 @@ def triton_entmax_attention_forward(
     bmask = torch.empty((B, H, n_qb, n_kb), dtype=torch.int8, device=dev)  # every entry written once, never read
     visits = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     iters = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
+    rounds = torch.empty((B, H, n_qb), dtype=torch.int32, device=dev)
     alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
     tol = 4 * torch.finfo(acc).eps
 
@@ -768,27 +842,28 @@ def triton_entmax_attention_forward(
         q, k, v, kpm, alpha_k,
         out, row_m, row_t, row_l,
         dummy if o_t is None else o_t, dummy if g_a is None else g_a,
-        bmask, visits, iters,
+        bmask, visits, iters, rounds,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), skpm,
         H, Lq, Lk, D, n_qb, n_kb, scale,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
-        ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
+        TOPK=topk, START_NEWTON=START_NEWTON, ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
         num_warps=_NUM_WARPS,
     )  # fmt: skip
     return EntmaxAttentionForward(
         out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
-        newton_iters=iters, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
+        newton_iters=iters, topk_rounds=rounds, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
         reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal),
     )  # fmt: skip
 
 
 class _TritonEntmaxAttention(torch.autograd.Function):
-    """(q, k, v, α (H,), key padding mask, causal, scale, tiles) → out, with gradients for q, k, v and α."""
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic) → out, with gradients for q, k, v
+    and α."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n):
+    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic):
         need_qkv = any(ctx.needs_input_grad[:3])
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
@@ -798,6 +873,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.deterministic = deterministic
         ctx.save_for_backward(
             q, k, v, alpha, key_padding_mask,
             fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
@@ -826,7 +902,6 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
             alpha_k = alpha.detach().to(device=q.device, dtype=acc).contiguous()
             bmask = block_mask.to(torch.int8)
-            dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
             dk = torch.empty((B, H, Lk, D), dtype=k.dtype, device=q.device)
             dv = torch.empty((B, H, Lk, D), dtype=v.dtype, device=q.device)
             common = (
@@ -837,12 +912,22 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
-                IDX64=_needs_int64(q, k, v, do, dq, dk, bmask),
+                IDX64=_needs_int64(q, k, v, do, dk, bmask) or q.numel() >= 2**31 - 1,  # dq: contiguous, as q
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
-            _bwd_kv_kernel[(n_kb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, *common, **meta)
-            _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
-        return dq, dk, dv, dalpha, None, None, None, None, None
+            if ctx.deterministic:  # two kernels, no atomics: dK, dV per key block, then dQ per query block
+                dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
+                _bwd_kv_kernel[(n_kb, B * H)](
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq, *common, ATOMIC_DQ=False, **meta
+                )
+                _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
+            else:  # one kernel, FA2's shape: dQ added atomically into an ACC-dtype buffer
+                dq_acc = torch.zeros((B, H, Lq, D), dtype=acc, device=q.device)
+                _bwd_kv_kernel[(n_kb, B * H)](
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
+                )
+                dq = dq_acc.to(q.dtype)
+        return dq, dk, dv, dalpha, None, None, None, None, None, None
 
 
 def triton_entmax_attention(
@@ -856,6 +941,7 @@ def triton_entmax_attention(
     scale: float | None = None,
     block_m: int | None = None,
     block_n: int | None = None,
+    deterministic: bool | None = None,
 ) -> Tensor:
     r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
 
@@ -868,12 +954,20 @@ def triton_entmax_attention(
         is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
         scale: multiplies q kᵀ; default 1/√D.
         block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+        deterministic: the backward without atomics (two kernels: dK, dV per key block, then dQ per query
+            block, each recomputing p), bitwise reproducible; otherwise one kernel of FlashAttention-2's shape
+            that adds dQ atomically (fewer passes; dQ's rounding depends on the order of the additions).
+            Default: ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns:
         out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
     """
     alpha = check_inputs(q, k, v, alpha, key_padding_mask)
-    return _TritonEntmaxAttention.apply(q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n)
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    return _TritonEntmaxAttention.apply(
+        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic)
+    )
 
 
 def compile_kernels(
@@ -884,7 +978,7 @@ def compile_kernels(
     alpha_grad: bool = True,
     idx64: bool = False,
 ) -> dict[str, object]:
-    """Compile the three kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
+    """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
     Checks what the interpreter cannot: that the kernels lower through Triton's compiler (types of values
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
@@ -905,8 +999,8 @@ def compile_kernels(
     bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
     common["PREC"] = _precision(dtype)
-    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA")
-    int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32"}
+    acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA", "DQ_ACC")
+    int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32", "ROUNDS": "i32"}
     specs = {
         "forward": (
             _fwd_kernel,
@@ -916,10 +1010,13 @@ def compile_kernels(
                 MAX_ITER=_MAX_ITER,
                 TOL=1e-6,
                 EPS_F=eps_f_for(dtype),
+                TOPK=TOPK,
+                START_NEWTON=START_NEWTON,
                 N_WORDS=_n_words(4096 // bn),
             ),  # fmt: skip
         ),
-        "backward_kv": (_bwd_kv_kernel, {}),
+        "backward": (_bwd_kv_kernel, dict(ATOMIC_DQ=True)),
+        "backward_kv": (_bwd_kv_kernel, dict(ATOMIC_DQ=False)),
         "backward_q": (_bwd_q_kernel, {}),
     }
     out = {}

@@ -54,13 +54,14 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
-def run_both(q, k, v, alpha, kpm=None, causal=False, seed=0):
+def run_both(q, k, v, alpha, kpm=None, causal=False, seed=0, deterministic=None):
     """Kernel outputs/grads in the input dtype and float64 reference outputs/grads, for one random dO."""
     gen = torch.Generator().manual_seed(seed)
     inputs = [x.detach().clone().requires_grad_(True) for x in (q, k, v, alpha)]
     out = triton_entmax_attention(
-        *inputs[:3], inputs[3], key_padding_mask=kpm, is_causal=causal, block_m=BLOCK, block_n=BLOCK
-    )
+        *inputs[:3], inputs[3], key_padding_mask=kpm, is_causal=causal, block_m=BLOCK, block_n=BLOCK,
+        deterministic=deterministic,
+    )  # fmt: skip
     do = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
     grads = torch.autograd.grad(out, inputs, do.to(out.dtype))
     ref_inputs = [x.detach().double().requires_grad_(True) for x in (q, k, v, alpha)]
@@ -108,6 +109,24 @@ def test_causal_cross_lengths_softmax_head_noncontiguous(dtype):
     assert_close_all(got, want, TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", FP32_FP64)
+def test_deterministic_backward_agrees_with_the_fused_one(dtype):
+    """The two-kernel backward without atomics (deterministic=True) and the single FA2-style kernel with atomic
+    dQ (the default): both exact against the reference, and equal to each other up to the order of additions;
+    causal + ragged padding, α = 1 (softmax), 1.25 and 2 with their α gradients."""
+    q, k, v = make(2, 3, 37, 37, 32, dtype, seed=9)
+    kpm = torch.ones(2, 37, dtype=torch.bool, device=DEVICE)
+    kpm[1, 19:] = False
+    alpha = torch.tensor([1.0, 1.25, 2.0], dtype=dtype, device=DEVICE)
+    det, want = run_both(q, k, v, alpha, kpm, causal=True, deterministic=True)
+    fused, _ = run_both(q, k, v, alpha, kpm, causal=True, deterministic=False)
+    assert_close_all(det, want, TOL[dtype])
+    assert_close_all(fused, want, TOL[dtype])
+    for a, b in zip(fused, det):
+        assert rel(a, b) <= 1e3 * torch.finfo(dtype).eps, rel(a, b)
+    assert torch.equal(fused[2], det[2]) and torch.equal(fused[3], det[3])  # dK, dV: the same kernel, no atomics
+
+
 def test_fully_masked_rows_give_zero_output_and_grads():
     """Causal + the first keys padded: the first queries attend nothing; batch 1 has no real key at all."""
     q, k, v = make(2, 2, 32, 32, 32, torch.float32, seed=3)
@@ -148,6 +167,25 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
     assert torch.equal(fwd.block_mask[0, 0].cpu(), nonzero.cpu())
     got, want = run_both(q, k, v, alpha)
     assert_close_all(got, want, TOL[torch.float32])
+
+
+def test_topk_start_saves_passes_and_keeps_the_output():
+    """The solver started from the first pass's top-k scores (the default) against the start at t = 0: the same
+    output (both stop at the same residual), fewer solver passes and fewer key-block visits on clustered keys."""
+    L, D = 64, 32
+    g = torch.Generator().manual_seed(8)
+    centres = 2.0 * torch.randn(L // BLOCK, D, generator=g).repeat_interleave(BLOCK, 0)  # (L, D)
+    k = (centres + 0.7 * torch.randn(2, L, D, generator=g)).view(1, 2, L, D)
+    q = (centres + 0.7 * torch.randn(2, L, D, generator=g)).view(1, 2, L, D)
+    v = torch.randn(1, 2, L, D, generator=g)
+    q, k, v = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE)
+    alpha = torch.tensor([1.25, 1.5], device=DEVICE)
+    new = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK)
+    old = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK, topk=0)
+    assert rel(new.out, old.out) <= 1e-5
+    assert new.newton_iters.sum() < old.newton_iters.sum(), (new.newton_iters, old.newton_iters)
+    assert new.block_visits.sum() < old.block_visits.sum(), (new.block_visits, old.block_visits)
+    assert (new.topk_rounds > 0).all() and (old.topk_rounds == 0).all()
 
 
 # ---- the grid: head dims (powers of two and not), dtypes, masks; forward and every gradient ----------------
@@ -324,7 +362,7 @@ for idx64 in (False, True):
 
 
 def test_kernels_compile_for_h100_without_gpu():
-    """The interpreter does not type-check like the compiler: lower all three kernels (bf16, D = 64) to sm_90,
+    """The interpreter does not type-check like the compiler: lower all the kernels (bf16, D = 64) to sm_90,
     in the 32-bit and the 64-bit index specialisations; the 32-bit one (the common case) must not spill
     registers (cuobjdump's STACK:0, when Triton's bundled cuobjdump is there)."""
     import subprocess
@@ -339,8 +377,8 @@ def test_kernels_compile_for_h100_without_gpu():
     if r.returncode != 0 and "ptxas" in r.stderr and "not found" in r.stderr:
         pytest.skip("Triton's bundled ptxas is not available: cannot compile CUDA kernels here")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "compiled False ['backward_kv', 'backward_q', 'forward']" in r.stdout
-    assert "compiled True ['backward_kv', 'backward_q', 'forward']" in r.stdout
+    assert "compiled False ['backward', 'backward_kv', 'backward_q', 'forward']" in r.stdout
+    assert "compiled True ['backward', 'backward_kv', 'backward_q', 'forward']" in r.stdout
     usage = [line for line in r.stdout.splitlines() if line.startswith("usage")]
     assert all(line.endswith("STACK:0") for line in usage), usage  # no spills (8 warps, 64×64 tiles)
 
