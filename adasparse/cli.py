@@ -430,7 +430,7 @@ def _generation_config(args: argparse.Namespace):
         field, _, rest = str(e).partition(" ")
         if field not in (*_SAMPLING_OPTIONS, "method", "seed"):
             raise
-        rest = rest.replace(" or None", "")  # top_k=None is the option left out
+        rest = rest.replace(" or None", "")  # top_k=None is not an option value
         raise ValueError(f"generate: --{field.replace('_', '-')} {rest}") from None
 
 
@@ -494,8 +494,9 @@ def _add_generate(sub) -> None:
         help="with --method sample: divide the logits by this, >= 0 (0 = greedy) (default: 1.0)",
     )  # fmt: skip
     p.add_argument(
-        "--top-k", type=int, help="with --method sample: draw among the k most likely tokens, k >= 1 (default: all)"
-    )
+        "--top-k", type=int,
+        help="with --method sample: draw among the k most likely tokens; 0 = all (default: 50, as Hugging Face's)",
+    )  # fmt: skip
     p.add_argument(
         "--top-p", type=float,
         help="with --method sample: draw in the nucleus, the most likely tokens of total probability p, 0 < p <= 1 "

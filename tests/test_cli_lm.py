@@ -158,7 +158,10 @@ BAD = [  # (argv, what the error line says); LM and S2S stand for the runs, DIR 
     (["generate", "--checkpoint", "LM", "--method", "sample", "--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
     (["generate", "--checkpoint", "LM", "--method", "sample", "--temperature", "-1"], "--temperature must be a"),
     (["generate", "--checkpoint", "LM", "--method", "sample", "--temperature", "nan"], "--temperature must be a"),
-    (["generate", "--checkpoint", "LM", "--method", "sample", "--top-k", "0"], "--top-k must be an int >= 1, got 0"),
+    (
+        ["generate", "--checkpoint", "LM", "--method", "sample", "--top-k", "-1"],
+        "--top-k must be an int >= 0 (0 = all ids), got -1",
+    ),
     (["generate", "--checkpoint", "LM", "--temperature", "0.7"], "--temperature applies only to --method sample"),
     (["generate", "--checkpoint", "LM", "--top-k", "5", "--top-p", "0.9"], "--top-k, --top-p apply only to"),
     (["generate", "--checkpoint", "LM", "--method", "beam"], "argument --method: invalid choice: 'beam'"),

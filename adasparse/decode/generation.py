@@ -16,7 +16,8 @@ length before batching them.
 
 **Choosing the next id** (:func:`next_token_scores`, :func:`choose_next`). ``pad`` and ``bos`` are never chosen
 (they are not text, and never targets in training: :func:`generate_ids` sets their logits to ``-inf``). Then, in
-this order on the last position's logits: divide by ``temperature``; keep the ``top_k`` highest (ties at the k-th value all kept); keep the
+this order on the last position's logits: divide by ``temperature``; keep the ``top_k`` highest (50 by default, as
+Hugging Face's; ties at the k-th value all kept); keep the
 nucleus, the smallest set of highest-probability ids whose probability sums to at least ``top_p`` (Holtzman et
 al. 2020; the id that crosses ``top_p`` is in it, the most probable id always is); sample from the softmax of
 what is left with a seeded :class:`torch.Generator`. ``method="greedy"`` (or ``temperature=0``, its limit) takes
@@ -49,14 +50,16 @@ class GenerationConfig:
     Args:
         method: ``"greedy"`` (argmax) or ``"sample"``.
         temperature: sampling temperature, ``> 0``; ``0`` means greedy (the limit ``temperature → 0``).
-        top_k: sample among the ``top_k`` most likely ids (``None``: all); ``top_k=1`` is greedy.
+        top_k: sample among the ``top_k`` most likely ids; ``0`` or ``None``: all ids; ``top_k=1`` is greedy.
+            The default, 50, is Hugging Face's (``transformers.GenerationConfig``), as are the meanings of
+            ``temperature``, ``top_k`` and ``top_p`` and their order (temperature, top-k, top-p).
         top_p: sample in the nucleus of probability ``top_p`` (``1.0``: all ids), ``0 < top_p <= 1``.
         seed: seed of the sampling generator.
     """
 
     method: str = "greedy"
     temperature: float = 1.0
-    top_k: int | None = None
+    top_k: int | None = 50
     top_p: float = 1.0
     seed: int = 0
 
@@ -67,9 +70,9 @@ class GenerationConfig:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
             raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
         if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0
         ):
-            raise ValueError(f"top_k must be an int >= 1 or None, got {self.top_k!r}")
+            raise ValueError(f"top_k must be an int >= 0 (0 = all ids) or None, got {self.top_k!r}")
         p = self.top_p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {p!r}")
@@ -88,7 +91,7 @@ def next_token_scores(logits: Tensor, config: GenerationConfig) -> Tensor:
     scores = logits.float()
     if config.temperature > 0:
         scores = scores / config.temperature
-    if config.top_k is not None and config.top_k < scores.shape[-1]:
+    if config.top_k and config.top_k < scores.shape[-1]:
         kth = scores.topk(config.top_k, dim=-1).values[:, -1:]  # (B, 1)
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if config.top_p < 1.0:

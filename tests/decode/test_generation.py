@@ -190,8 +190,39 @@ def test_top_k_then_top_p():
     assert {i for i in range(5) if math.isfinite(float(scores[i]))} == {1, 2}
 
 
+def test_sampling_filters_equal_hugging_faces():
+    """Defaults (top_k 50, top_p 1, temperature 1) and each filter, against transformers' own logits warpers."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    hf = transformers.GenerationConfig
+    # transformers 5 leaves unset fields None and applies these defaults at generate(); 4.x set them directly
+    hf_defaults = hf._get_default_generation_params() if hasattr(hf, "_get_default_generation_params") else vars(hf())
+    ours = GenerationConfig("sample")
+    assert (ours.temperature, ours.top_k, ours.top_p) == tuple(
+        hf_defaults[k] for k in ("temperature", "top_k", "top_p")
+    )
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 300, generator=g) * 3
+    logits[0, :10] = 5.0  # ties at the k-th value
+    for temperature, top_k, top_p in ((1.0, 50, 1.0), (0.7, 0, 0.9), (1.3, 5, 1.0), (1.0, 10, 0.5), (2.0, 0, 1.0)):
+        cfg = GenerationConfig("sample", temperature=temperature, top_k=top_k, top_p=top_p)
+        ref = TemperatureLogitsWarper(temperature)(None, logits.clone())
+        if top_k:
+            ref = TopKLogitsWarper(top_k)(None, ref)
+        if top_p < 1.0:
+            ref = TopPLogitsWarper(top_p)(None, ref)
+        got = next_token_scores(logits, cfg)
+        assert torch.equal(torch.isfinite(got), torch.isfinite(ref)), (temperature, top_k, top_p)
+        torch.testing.assert_close(got[torch.isfinite(got)], ref[torch.isfinite(ref)])
+
+
 def test_config_is_checked():
-    for bad in (dict(method="beam"), dict(temperature=-1.0), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
+    for bad in (dict(method="beam"), dict(temperature=-1.0), dict(top_k=-1), dict(top_p=0.0), dict(top_p=1.5)):
         with pytest.raises(ValueError):
             GenerationConfig(**bad)
 
