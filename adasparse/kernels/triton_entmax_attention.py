@@ -66,6 +66,10 @@ has 2³¹ or more addressable elements (program ids and row indices are widened 
 separate ``IDX64`` specialisation, so the common case keeps 32-bit offsets and fewer registers); log1p/expm1
 are computed without cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
 
+Tiles (BLOCK_M × BLOCK_N, shared by the forward and the backward, which reads the forward's block mask), warps
+and pipelining stages come from :mod:`adasparse.kernels.tiles`: a table keyed on head dim, dtype and length
+bucket, a tuner that times the candidates on a GPU, one fixed configuration under the interpreter.
+
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
 zero output row and zero gradients.
@@ -74,7 +78,7 @@ zero output row and zero gradients.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 import torch
@@ -83,6 +87,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .solver_model import START_NEWTON, TOPK, eps_f_for
+from .tiles import TileConfig, tile_config
 
 __all__ = [
     "triton_entmax_attention",
@@ -95,9 +100,7 @@ __all__ = [
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAD_DIM = 128
-# 8 warps: no register spills for bf16 D = 64 and 128 on sm_90 with 32-bit offsets (cuobjdump: forward 243 / 249
-# registers; tested for D = 64); the 64-bit-offset specialisation of the forward spills (144 B), rare by design
-_NUM_WARPS = 8
+# tiles, warps and stages: adasparse/kernels/tiles.py (a table keyed on head dim, dtype and length; a tuner)
 _MAX_ITER = 100  # Halley from the left needs 4–7 passes at 4k (benchmarks/RESULTS.md); a safety bound
 
 
@@ -721,6 +724,7 @@ class EntmaxAttentionForward:
     block_m: int
     block_n: int
     reachable_blocks: int
+    config: TileConfig
 
     @property
     def empty_block_fraction(self) -> float:
@@ -745,14 +749,20 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
 
 
-def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) -> tuple[int, int, int]:
-    bd = max(16, triton.next_power_of_2(D))
-    bm = block_m or (64 if D <= 64 else 32)
-    bn = block_n or 64
-    for name, b in (("block_m", bm), ("block_n", bn)):
-        if b < 16 or b & (b - 1):
+def _resolve_config(
+    config: TileConfig | None, Lq: int, Lk: int, D: int, dtype: torch.dtype, block_m: int | None, block_n: int | None
+) -> tuple[TileConfig, int]:
+    """The tile configuration of a call (``config``, else :func:`adasparse.kernels.tiles.tile_config`), with
+    ``block_m``/``block_n`` overriding its tiles, and the padded head dim BLOCK_D."""
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        if b is not None and (b < 16 or b & (b - 1)):
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
-    return bm, bn, bd
+    if config is not None and not isinstance(config, TileConfig):
+        raise TypeError(f"config must be an adasparse.kernels.tiles.TileConfig, got {type(config).__name__}")
+    cfg = config or tile_config(D, dtype, max(Lq, Lk), interpreted=_interpreted())
+    if block_m or block_n:
+        cfg = replace(cfg, block_m=block_m or cfg.block_m, block_n=block_n or cfg.block_n)
+    return cfg, max(16, triton.next_power_of_2(D))
 
 
 def _n_words(n_kb: int) -> int:
@@ -800,12 +810,15 @@ def triton_entmax_attention_forward(
     block_m: int | None = None,
     block_n: int | None = None,
     topk: int = TOPK,
+    config: TileConfig | None = None,
     _checked: bool = False,
 ) -> EntmaxAttentionForward:
     """Run the forward kernel (no autograd) and return its outputs and statistics.
 
     ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
-    ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
+    ``config`` (:class:`~adasparse.kernels.tiles.TileConfig`) sets tiles, warps and stages (default:
+    :func:`~adasparse.kernels.tiles.tile_config` of the inputs); ``block_m``/``block_n`` (powers of two ≥ 16)
+    override its tile sizes (tests use 16 to get many blocks).
     ``topk`` (0 or a power of two ≤ ``block_n``): scores per row the first pass keeps for the solver's start;
     0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).
     """
@@ -814,7 +827,8 @@ def triton_entmax_attention_forward(
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
-    bm, bn, bd = _blocks(Lq, Lk, D, block_m, block_n)
+    cfg, bd = _resolve_config(config, Lq, Lk, D, q.dtype, block_m, block_n)
+    bm, bn = cfg.block_m, cfg.block_n
     if topk < 0 or topk & (topk - 1) or topk > bn:
         raise ValueError(f"topk must be 0 or a power of two <= block_n = {bn}, got {topk}")
     n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
@@ -849,30 +863,31 @@ def triton_entmax_attention_forward(
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
         TOPK=topk, START_NEWTON=START_NEWTON, ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
-        num_warps=_NUM_WARPS,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return EntmaxAttentionForward(
         out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
         newton_iters=iters, topk_rounds=rounds, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
-        reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal),
+        reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal), config=cfg,
     )  # fmt: skip
 
 
 class _TritonEntmaxAttention(torch.autograd.Function):
-    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic) → out, with gradients for q, k, v
-    and α."""
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic, config) → out, with gradients for
+    q, k, v and α."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic):
+    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic, config):
         need_qkv = any(ctx.needs_input_grad[:3])
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
             q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
-            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, _checked=True,
+            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, config=config,
+            _checked=True,
         )  # fmt: skip
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.config = fwd.config  # the backward reads the block mask at the forward's tiles
         ctx.deterministic = deterministic
         ctx.save_for_backward(
             q, k, v, alpha, key_padding_mask,
@@ -896,7 +911,8 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             )  # Σ over B, Q, D of dO·G: (H,)
         dq = dk = dv = None
         if any(ctx.needs_input_grad[:3]):
-            bm, bn = ctx.blocks
+            cfg = ctx.config
+            bm, bn = cfg.block_m, cfg.block_n
             bd = max(16, triton.next_power_of_2(D))
             n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
@@ -911,7 +927,8 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             )  # fmt: skip
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
-                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
+                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=cfg.bwd_num_warps,
+                num_stages=cfg.bwd_num_stages,
                 IDX64=_needs_int64(q, k, v, do, dk, bmask) or q.numel() >= 2**31 - 1,  # dq: contiguous, as q
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
@@ -927,7 +944,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
                     q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
                 )
                 dq = dq_acc.to(q.dtype)
-        return dq, dk, dv, dalpha, None, None, None, None, None, None
+        return dq, dk, dv, dalpha, None, None, None, None, None, None, None
 
 
 def triton_entmax_attention(
@@ -942,6 +959,7 @@ def triton_entmax_attention(
     block_m: int | None = None,
     block_n: int | None = None,
     deterministic: bool | None = None,
+    config: TileConfig | None = None,
 ) -> Tensor:
     r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
 
@@ -953,11 +971,15 @@ def triton_entmax_attention(
         key_padding_mask: optional bool (B, K), True = real key (ragged lengths).
         is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
         scale: multiplies q kᵀ; default 1/√D.
-        block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+        block_m, block_n: tile sizes (powers of two ≥ 16), overriding those of ``config``.
         deterministic: the backward without atomics (two kernels: dK, dV per key block, then dQ per query
             block, each recomputing p), bitwise reproducible; otherwise one kernel of FlashAttention-2's shape
             that adds dQ atomically (fewer passes; dQ's rounding depends on the order of the additions).
             Default: ``torch.are_deterministic_algorithms_enabled()``.
+        config: tiles, warps and stages of the forward and the backward
+            (:class:`~adasparse.kernels.tiles.TileConfig`); default :func:`~adasparse.kernels.tiles.tile_config`
+            (a table keyed on head dim, dtype and length, or what :func:`~adasparse.kernels.tiles.tune_tiles`
+            measured in this process; one fixed configuration under the interpreter).
 
     Returns:
         out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
@@ -966,7 +988,7 @@ def triton_entmax_attention(
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     return _TritonEntmaxAttention.apply(
-        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic)
+        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic), config
     )
 
 
@@ -977,6 +999,7 @@ def compile_kernels(
     *,
     alpha_grad: bool = True,
     idx64: bool = False,
+    config: TileConfig | None = None,
 ) -> dict[str, object]:
     """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
@@ -984,7 +1007,8 @@ def compile_kernels(
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
     ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
     process where ``TRITON_INTERPRET`` was not set when this module was imported.  ``idx64`` compiles the
-    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).
+    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).  ``config``: tiles, warps and
+    stages (default: the :data:`~adasparse.kernels.tiles.TABLE` entry at 4096 tokens).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -996,7 +1020,8 @@ def compile_kernels(
     names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
     io = names[dtype]
     acc = names[_acc_dtype(dtype)]
-    bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
+    cfg = config or tile_config(head_dim, dtype, 4096)
+    bm, bn, bd = cfg.block_m, cfg.block_n, max(16, triton.next_power_of_2(head_dim))
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
     common["PREC"] = _precision(dtype)
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA", "DQ_ACC")
@@ -1036,5 +1061,10 @@ def compile_kernels(
             else:
                 signature[arg] = acc if arg == "scale" else "i32"
         src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-        out[name] = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=_NUM_WARPS))
+        warps, stages = (
+            (cfg.num_warps, cfg.num_stages) if name == "forward" else (cfg.bwd_num_warps, cfg.bwd_num_stages)
+        )
+        out[name] = triton.compile(
+            src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps, num_stages=stages)
+        )
     return out
