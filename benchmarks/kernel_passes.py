@@ -27,7 +27,10 @@ FlashAttention-2's, with no overlap between tensor-core and other work and the s
 sides — so the ratio it gives is what the *design* costs, not what a given implementation achieves.  Implemented
 and priced: pass 1 with the top-k extraction rounds the model counts, the solver passes (closed forms at α = 1.5
 and 2), the output pass, and both backwards (the default single FA2-shaped kernel, the deterministic pair).
-Not implemented, not priced: fast log2/exp2 (``tl.log`` is libdevice ``logf``, ``LOGF_ALU`` below).
+Not priced: fast log2/exp2 — ``fast_log=True`` exists (off) but with Triton 3.9 ``tl.log2`` is a libdevice
+polynomial like ``tl.log`` (``LOGF_ALU`` below; PTX checked), so the MUFU ``lg2.approx`` the RESULTS' "fast"
+column assumed still needs inline PTX; and the tile choice (:mod:`adasparse.kernels.tiles`): every tile is priced
+per element at 64×64, the same for FA2, so the ratio does not see occupancy, spills or pipelining.
 """
 
 from __future__ import annotations

@@ -118,6 +118,15 @@ def _log1p(u):
 
 
 @triton.jit
+def _log1p_2(u):
+    """log₂(1 + u) by Goldberg's trick in base 2, u > −1 (``FAST_LOG``; with Triton 3.9 ``tl.log2`` still lowers
+    to a libdevice polynomial, not MUFU ``lg2.approx``: see :func:`triton_entmax_attention`)."""
+    w = 1.0 + u
+    dw = w - 1.0
+    return tl.where(dw == 0.0, u * 1.4426950408889634, tl.log2(w) * (u / tl.where(dw == 0.0, 1.0, dw)))
+
+
+@triton.jit
 def _wide(x, IDX64: tl.constexpr):
     """``x`` as int64 in the kernels' 64-bit-index specialisation (some tensor has ≥ 2³¹ addressable elements,
     so an offset may not fit in 32 bits); ``x`` itself otherwise (fewer registers: 32-bit offsets)."""
@@ -141,34 +150,42 @@ def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.c
 
 
 @triton.jit
-def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft):
+def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG: tl.constexpr):
     """Weights before normalisation and their natural log on one block.
 
     Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
     (meaningful only where pos), w = 1 + (α−1)(z − m − t) (1 where not pos) and pos = (pu > 0).
+    ``FAST_LOG``: pu = exp2(log₂(w)/(α−1)), the ln 2 factors cancelling, and the log times ln 2 once.
     """
     y = z - m[:, None] - t[:, None]
     if is_soft:
         pos = ok
         logpu = tl.where(pos, y, 0.0)
         w = y * 0.0 + 1.0
+        e = tl.exp(logpu)
     else:
         u = am1 * y
         pos = ok & (u > -1.0)
         us = tl.where(pos, u, 0.0)
-        logpu = _log1p(us) * inv_am1
         w = 1.0 + us
-    pu = tl.where(pos, tl.exp(logpu), 0.0)
+        if FAST_LOG:
+            log2pu = _log1p_2(us) * inv_am1
+            logpu = log2pu * 0.6931471805599453  # ln 2
+            e = tl.exp2(log2pu)
+        else:
+            logpu = _log1p(us) * inv_am1
+            e = tl.exp(logpu)
+    pu = tl.where(pos, e, 0.0)
     return pu, logpu, w, pos
 
 
 @triton.jit
-def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
+def _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG: tl.constexpr):
     """The solver's sums on one block: (p, p/w, p/w²) with w = 1 + (α−1)(z − m − t), zero off the support.
 
     ``mode`` (uniform per head) picks a closed form: 2 for α = 2 (p = w: no transcendental), 1 for α = 1.5
     (p = w², p/w = w, p/w² = 1), 0 otherwise (p = exp(log1p(u)·d), with d = 1/(α−1) precomputed and one
-    reciprocal of w shared by p/w and p/w²).
+    reciprocal of w shared by p/w and p/w²; ``FAST_LOG``: p = exp2(log₂(1 + u)·d), no ln 2 factor at all).
     """
     u = am1 * (z - m[:, None] - t[:, None])
     pos = ok & (u > -1.0)
@@ -183,7 +200,10 @@ def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
         gu = w
         hu = w * 0.0 + 1.0
     else:
-        pu = tl.exp(_log1p(us) * inv_am1)
+        if FAST_LOG:
+            pu = tl.exp2(_log1p_2(us) * inv_am1)
+        else:
+            pu = tl.exp(_log1p(us) * inv_am1)
         r = 1.0 / w
         gu = pu * r
         hu = gu * r
@@ -247,7 +267,7 @@ def _topk_insert(top, tcol, x):
 
 
 @triton.jit
-def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.constexpr):
+def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.constexpr, FAST_LOG: tl.constexpr):
     """A lower bound on each row's threshold t* from its k largest scores ``top`` (α > 1; rows of a softmax head
     or with no key give a meaningless value, which the caller discards).
 
@@ -262,7 +282,7 @@ def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.c
     t = tl.zeros_like(m)
     has = top > float("-inf")
     for _s in tl.static_range(STEPS):
-        pu, gu, hu = _solver_terms(top, has, m, t, am1, inv_am1, mode)
+        pu, gu, hu = _solver_terms(top, has, m, t, am1, inv_am1, mode, FAST_LOG)
         g = tl.sum(gu, 1)
         t = t + (tl.sum(pu, 1) - 1.0) / tl.where(g > 0.0, g, 1.0)
     return tl.maximum(t - 64.0 * TOL * (1.0 + t), 0.0)
@@ -277,7 +297,7 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
     MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr, TOPK: tl.constexpr, START_NEWTON: tl.constexpr,
-    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)  # 64-bit offsets when some offset may pass 2³¹ (host decides)
@@ -367,7 +387,7 @@ def _fwd_kernel(
         hi = (-em1 * inv_am1) * 1.001 + 1e-6  # margin: rounding must not cut the root off
         lo = zero
         if TOPK > 0:
-            lo = tl.where(has, _topk_lower_bound(top, m, am1, inv_am1, mode, TOL, START_NEWTON), 0.0)
+            lo = tl.where(has, _topk_lower_bound(top, m, am1, inv_am1, mode, TOL, START_NEWTON, FAST_LOG), 0.0)
         t = lo  # f(lo) ≥ 0: lo is the bracket's lower end from the first solver pass on
         norm = zero
         two_m_a = 2.0 - alpha  # f'' = (2 − α) Σ p/w²
@@ -384,7 +404,7 @@ def _fwd_kernel(
                     k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode)
+                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG)
                     fsum += tl.sum(pu, 1)
                     gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
                     hsum += tl.sum(hu, 1)  # Σ p/w²
@@ -433,7 +453,7 @@ def _fwd_kernel(
             k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG)
             nonzero = tl.sum(pos.to(tl.int32))
             visits += 1
             if nonzero > 0:
@@ -492,12 +512,12 @@ def _fwd_kernel(
 @triton.jit
 def _bwd_block(
     q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG)
     p = pu * inv_l[:, None]
     s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
     dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
@@ -523,7 +543,7 @@ def _bwd_kv_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     """dK, dV of one key block over the non-empty query blocks; with ``ATOMIC_DQ`` also each block's share of
     dQ, added atomically to the ACC-dtype buffer ``DQ_ACC`` (FA2's backward: p recomputed once, five matmuls;
@@ -561,7 +581,7 @@ def _bwd_kv_kernel(
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-                HAS_KPM, IS_CAUSAL, ACC, PREC,
+                HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
             dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
@@ -581,6 +601,7 @@ def _bwd_q_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     qb = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)
@@ -614,7 +635,7 @@ def _bwd_q_kernel(
             v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-                HAS_KPM, IS_CAUSAL, ACC, PREC,
+                HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
             )  # fmt: skip
             dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
     od = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
@@ -811,6 +832,7 @@ def triton_entmax_attention_forward(
     block_n: int | None = None,
     topk: int = TOPK,
     config: TileConfig | None = None,
+    fast_log: bool = False,
     _checked: bool = False,
 ) -> EntmaxAttentionForward:
     """Run the forward kernel (no autograd) and return its outputs and statistics.
@@ -820,7 +842,8 @@ def triton_entmax_attention_forward(
     :func:`~adasparse.kernels.tiles.tile_config` of the inputs); ``block_m``/``block_n`` (powers of two ≥ 16)
     override its tile sizes (tests use 16 to get many blocks).
     ``topk`` (0 or a power of two ≤ ``block_n``): scores per row the first pass keeps for the solver's start;
-    0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).
+    0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).  ``fast_log``: see
+    :func:`triton_entmax_attention`.
     """
     if not _checked:
         alpha = check_inputs(q, k, v, alpha, key_padding_mask)
@@ -863,7 +886,7 @@ def triton_entmax_attention_forward(
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
         TOPK=topk, START_NEWTON=START_NEWTON, ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        FAST_LOG=bool(fast_log), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return EntmaxAttentionForward(
         out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
@@ -877,18 +900,21 @@ class _TritonEntmaxAttention(torch.autograd.Function):
     q, k, v and α."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic, config):
+    def forward(
+        ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic, config, fast_log
+    ):
         need_qkv = any(ctx.needs_input_grad[:3])
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
             q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
             need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, config=config,
-            _checked=True,
+            fast_log=fast_log, _checked=True,
         )  # fmt: skip
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
         ctx.config = fwd.config  # the backward reads the block mask at the forward's tiles
         ctx.deterministic = deterministic
+        ctx.fast_log = bool(fast_log)
         ctx.save_for_backward(
             q, k, v, alpha, key_padding_mask,
             fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
@@ -928,7 +954,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
                 ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=cfg.bwd_num_warps,
-                num_stages=cfg.bwd_num_stages,
+                num_stages=cfg.bwd_num_stages, FAST_LOG=ctx.fast_log,
                 IDX64=_needs_int64(q, k, v, do, dk, bmask) or q.numel() >= 2**31 - 1,  # dq: contiguous, as q
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
@@ -944,7 +970,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
                     q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
                 )
                 dq = dq_acc.to(q.dtype)
-        return dq, dk, dv, dalpha, None, None, None, None, None, None, None
+        return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
 
 def triton_entmax_attention(
@@ -960,6 +986,7 @@ def triton_entmax_attention(
     block_n: int | None = None,
     deterministic: bool | None = None,
     config: TileConfig | None = None,
+    fast_log: bool = False,
 ) -> Tensor:
     r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
 
@@ -980,6 +1007,16 @@ def triton_entmax_attention(
             (:class:`~adasparse.kernels.tiles.TileConfig`); default :func:`~adasparse.kernels.tiles.tile_config`
             (a table keyed on head dim, dtype and length, or what :func:`~adasparse.kernels.tiles.tune_tiles`
             measured in this process; one fixed configuration under the interpreter).
+        fast_log: the general-α weights as ``exp2(log₂(1 + u)/(α−1))`` (Goldberg's log1p in base 2; the ln 2
+            factors cancel in the solver and appear once, as a multiply, where the output pass and the backward
+            need the natural log of p).  **Off by default, and no faster yet**: compiled for sm_90 with Triton
+            3.9 (PTX inspected), ``tl.log2`` lowers to a libdevice polynomial like ``tl.log`` (no
+            ``lg2.approx``), and ``tl.exp`` is already ``ex2.approx`` after a multiply, so the flag saves one
+            multiply per weight; the MUFU ``lg2.approx`` needs inline PTX (compiled kernels only, untestable
+            under the interpreter).  With it, the exponent log₂(1+u)/(α−1) would carry lg2.approx's ≈ 2⁻²²
+            absolute error times 1/(α−1): p's relative error ≈ ln 2·2⁻²²/(α−1) (≈ 1.7e-5 at α = 1.01, above
+            float32's solver tolerance of 1e-6; ≈ 3e-7 at α = 1.5) — to be checked on a GPU before it becomes
+            the default.  The interpreter computes log2/exp2 exactly (numpy): the tests check the algebra only.
 
     Returns:
         out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
@@ -988,7 +1025,7 @@ def triton_entmax_attention(
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     return _TritonEntmaxAttention.apply(
-        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic), config
+        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic), config, fast_log
     )
 
 
@@ -1000,6 +1037,7 @@ def compile_kernels(
     alpha_grad: bool = True,
     idx64: bool = False,
     config: TileConfig | None = None,
+    fast_log: bool = False,
 ) -> dict[str, object]:
     """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
@@ -1023,6 +1061,7 @@ def compile_kernels(
     cfg = config or tile_config(head_dim, dtype, 4096)
     bm, bn, bd = cfg.block_m, cfg.block_n, max(16, triton.next_power_of_2(head_dim))
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
+    common["FAST_LOG"] = bool(fast_log)
     common["PREC"] = _precision(dtype)
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA", "DQ_ACC")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32", "ROUNDS": "i32"}
