@@ -66,6 +66,10 @@ has 2³¹ or more addressable elements (program ids and row indices are widened 
 separate ``IDX64`` specialisation, so the common case keeps 32-bit offsets and fewer registers); log1p/expm1
 are computed without cancellation (Goldberg's trick on top of ``tl.log``, which compiles to the accurate libdevice ``logf``).
 
+Tiles (BLOCK_M × BLOCK_N, shared by the forward and the backward, which reads the forward's block mask), warps
+and pipelining stages come from :mod:`adasparse.kernels.tiles`: a table keyed on head dim, dtype and length
+bucket, a tuner that times the candidates on a GPU, one fixed configuration under the interpreter.
+
 Conventions: boolean masks, True = may attend; ``is_causal`` lets query i attend keys j ≤ i (top-left
 aligned, as ``torch.nn.functional.scaled_dot_product_attention``); a query with no attendable key gets a
 zero output row and zero gradients.
@@ -74,7 +78,7 @@ zero output row and zero gradients.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 import torch
@@ -83,6 +87,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .solver_model import START_NEWTON, TOPK, eps_f_for
+from .tiles import TileConfig, tile_config
 
 __all__ = [
     "triton_entmax_attention",
@@ -95,9 +100,7 @@ __all__ = [
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAD_DIM = 128
-# 8 warps: no register spills for bf16 D = 64 and 128 on sm_90 with 32-bit offsets (cuobjdump: forward 243 / 249
-# registers; tested for D = 64); the 64-bit-offset specialisation of the forward spills (144 B), rare by design
-_NUM_WARPS = 8
+# tiles, warps and stages: adasparse/kernels/tiles.py (a table keyed on head dim, dtype and length; a tuner)
 _MAX_ITER = 100  # Halley from the left needs 4–7 passes at 4k (benchmarks/RESULTS.md); a safety bound
 
 
@@ -112,6 +115,15 @@ def _log1p(u):
     w = 1.0 + u
     dw = w - 1.0
     return tl.where(dw == 0.0, u, tl.log(w) * (u / tl.where(dw == 0.0, 1.0, dw)))
+
+
+@triton.jit
+def _log1p_2(u):
+    """log₂(1 + u) by Goldberg's trick in base 2, u > −1 (``FAST_LOG``; with Triton 3.9 ``tl.log2`` still lowers
+    to a libdevice polynomial, not MUFU ``lg2.approx``: see :func:`triton_entmax_attention`)."""
+    w = 1.0 + u
+    dw = w - 1.0
+    return tl.where(dw == 0.0, u * 1.4426950408889634, tl.log2(w) * (u / tl.where(dw == 0.0, 1.0, dw)))
 
 
 @triton.jit
@@ -138,34 +150,42 @@ def _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM: tl.constexpr, IS_CAUSAL: tl.c
 
 
 @triton.jit
-def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft):
+def _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG: tl.constexpr):
     """Weights before normalisation and their natural log on one block.
 
     Returns (pu, logpu, w, pos): pu = [1 + (α−1)(z − m − t)]₊^{1/(α−1)} (exp(z − m − t) for α = 1), its log
     (meaningful only where pos), w = 1 + (α−1)(z − m − t) (1 where not pos) and pos = (pu > 0).
+    ``FAST_LOG``: pu = exp2(log₂(w)/(α−1)), the ln 2 factors cancelling, and the log times ln 2 once.
     """
     y = z - m[:, None] - t[:, None]
     if is_soft:
         pos = ok
         logpu = tl.where(pos, y, 0.0)
         w = y * 0.0 + 1.0
+        e = tl.exp(logpu)
     else:
         u = am1 * y
         pos = ok & (u > -1.0)
         us = tl.where(pos, u, 0.0)
-        logpu = _log1p(us) * inv_am1
         w = 1.0 + us
-    pu = tl.where(pos, tl.exp(logpu), 0.0)
+        if FAST_LOG:
+            log2pu = _log1p_2(us) * inv_am1
+            logpu = log2pu * 0.6931471805599453  # ln 2
+            e = tl.exp2(log2pu)
+        else:
+            logpu = _log1p(us) * inv_am1
+            e = tl.exp(logpu)
+    pu = tl.where(pos, e, 0.0)
     return pu, logpu, w, pos
 
 
 @triton.jit
-def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
+def _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG: tl.constexpr):
     """The solver's sums on one block: (p, p/w, p/w²) with w = 1 + (α−1)(z − m − t), zero off the support.
 
     ``mode`` (uniform per head) picks a closed form: 2 for α = 2 (p = w: no transcendental), 1 for α = 1.5
     (p = w², p/w = w, p/w² = 1), 0 otherwise (p = exp(log1p(u)·d), with d = 1/(α−1) precomputed and one
-    reciprocal of w shared by p/w and p/w²).
+    reciprocal of w shared by p/w and p/w²; ``FAST_LOG``: p = exp2(log₂(1 + u)·d), no ln 2 factor at all).
     """
     u = am1 * (z - m[:, None] - t[:, None])
     pos = ok & (u > -1.0)
@@ -180,7 +200,10 @@ def _solver_terms(z, ok, m, t, am1, inv_am1, mode):
         gu = w
         hu = w * 0.0 + 1.0
     else:
-        pu = tl.exp(_log1p(us) * inv_am1)
+        if FAST_LOG:
+            pu = tl.exp2(_log1p_2(us) * inv_am1)
+        else:
+            pu = tl.exp(_log1p(us) * inv_am1)
         r = 1.0 / w
         gu = pu * r
         hu = gu * r
@@ -244,7 +267,7 @@ def _topk_insert(top, tcol, x):
 
 
 @triton.jit
-def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.constexpr):
+def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.constexpr, FAST_LOG: tl.constexpr):
     """A lower bound on each row's threshold t* from its k largest scores ``top`` (α > 1; rows of a softmax head
     or with no key give a meaningless value, which the caller discards).
 
@@ -259,7 +282,7 @@ def _topk_lower_bound(top, m, am1, inv_am1, mode, TOL: tl.constexpr, STEPS: tl.c
     t = tl.zeros_like(m)
     has = top > float("-inf")
     for _s in tl.static_range(STEPS):
-        pu, gu, hu = _solver_terms(top, has, m, t, am1, inv_am1, mode)
+        pu, gu, hu = _solver_terms(top, has, m, t, am1, inv_am1, mode, FAST_LOG)
         g = tl.sum(gu, 1)
         t = t + (tl.sum(pu, 1) - 1.0) / tl.where(g > 0.0, g, 1.0)
     return tl.maximum(t - 64.0 * TOL * (1.0 + t), 0.0)
@@ -274,7 +297,7 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, N_WORDS: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, NEED_GRAD: tl.constexpr, ALPHA_GRAD: tl.constexpr,
     MAX_ITER: tl.constexpr, TOL: tl.constexpr, EPS_F: tl.constexpr, TOPK: tl.constexpr, START_NEWTON: tl.constexpr,
-    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)  # 64-bit offsets when some offset may pass 2³¹ (host decides)
@@ -364,7 +387,7 @@ def _fwd_kernel(
         hi = (-em1 * inv_am1) * 1.001 + 1e-6  # margin: rounding must not cut the root off
         lo = zero
         if TOPK > 0:
-            lo = tl.where(has, _topk_lower_bound(top, m, am1, inv_am1, mode, TOL, START_NEWTON), 0.0)
+            lo = tl.where(has, _topk_lower_bound(top, m, am1, inv_am1, mode, TOL, START_NEWTON, FAST_LOG), 0.0)
         t = lo  # f(lo) ≥ 0: lo is the bracket's lower end from the first solver pass on
         norm = zero
         two_m_a = 2.0 - alpha  # f'' = (2 − α) Σ p/w²
@@ -381,7 +404,7 @@ def _fwd_kernel(
                     k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
                     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
                     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode)
+                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG)
                     fsum += tl.sum(pu, 1)
                     gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
                     hsum += tl.sum(hu, 1)  # Σ p/w²
@@ -430,7 +453,7 @@ def _fwd_kernel(
             k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
+            pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG)
             nonzero = tl.sum(pos.to(tl.int32))
             visits += 1
             if nonzero > 0:
@@ -489,12 +512,12 @@ def _fwd_kernel(
 @triton.jit
 def _bwd_block(
     q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr,
+    HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     """Recompute p on one (query block, key block) and return (p, dZ) with dZ = s ⊙ (dP − δ)."""
     z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
     ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft)
+    pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG)
     p = pu * inv_l[:, None]
     s = tl.where(pos, tl.exp((1.0 - am1) * (logpu - ln_l[:, None])), 0.0)  # p^{2−α} on the support
     dp = tl.dot(do, tl.trans(v), input_precision=PREC, out_dtype=ACC)
@@ -520,7 +543,7 @@ def _bwd_kv_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr, FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     """dK, dV of one key block over the non-empty query blocks; with ``ATOMIC_DQ`` also each block's share of
     dQ, added atomically to the ACC-dtype buffer ``DQ_ACC`` (FA2's backward: p recomputed once, five matmuls;
@@ -558,7 +581,7 @@ def _bwd_kv_kernel(
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-                HAS_KPM, IS_CAUSAL, ACC, PREC,
+                HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
             )  # fmt: skip
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC, out_dtype=ACC)
             dk += tl.dot(tl.trans(dz.to(q.dtype)), q, input_precision=PREC, out_dtype=ACC)
@@ -578,6 +601,7 @@ def _bwd_q_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
+    FAST_LOG: tl.constexpr,
 ):  # fmt: skip
     qb = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)
@@ -611,7 +635,7 @@ def _bwd_q_kernel(
             v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-                HAS_KPM, IS_CAUSAL, ACC, PREC,
+                HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
             )  # fmt: skip
             dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
     od = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
@@ -721,6 +745,7 @@ class EntmaxAttentionForward:
     block_m: int
     block_n: int
     reachable_blocks: int
+    config: TileConfig
 
     @property
     def empty_block_fraction(self) -> float:
@@ -745,14 +770,20 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
 
 
-def _blocks(Lq: int, Lk: int, D: int, block_m: int | None, block_n: int | None) -> tuple[int, int, int]:
-    bd = max(16, triton.next_power_of_2(D))
-    bm = block_m or (64 if D <= 64 else 32)
-    bn = block_n or 64
-    for name, b in (("block_m", bm), ("block_n", bn)):
-        if b < 16 or b & (b - 1):
+def _resolve_config(
+    config: TileConfig | None, Lq: int, Lk: int, D: int, dtype: torch.dtype, block_m: int | None, block_n: int | None
+) -> tuple[TileConfig, int]:
+    """The tile configuration of a call (``config``, else :func:`adasparse.kernels.tiles.tile_config`), with
+    ``block_m``/``block_n`` overriding its tiles, and the padded head dim BLOCK_D."""
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        if b is not None and (b < 16 or b & (b - 1)):
             raise ValueError(f"{name} must be a power of two >= 16, got {b}")
-    return bm, bn, bd
+    if config is not None and not isinstance(config, TileConfig):
+        raise TypeError(f"config must be an adasparse.kernels.tiles.TileConfig, got {type(config).__name__}")
+    cfg = config or tile_config(D, dtype, max(Lq, Lk), interpreted=_interpreted())
+    if block_m or block_n:
+        cfg = replace(cfg, block_m=block_m or cfg.block_m, block_n=block_n or cfg.block_n)
+    return cfg, max(16, triton.next_power_of_2(D))
 
 
 def _n_words(n_kb: int) -> int:
@@ -800,21 +831,27 @@ def triton_entmax_attention_forward(
     block_m: int | None = None,
     block_n: int | None = None,
     topk: int = TOPK,
+    config: TileConfig | None = None,
+    fast_log: bool = False,
     _checked: bool = False,
 ) -> EntmaxAttentionForward:
     """Run the forward kernel (no autograd) and return its outputs and statistics.
 
     ``need_grad`` also saves what the backward needs for q, k, v; ``alpha_grad`` adds what it needs for α.
-    ``block_m``/``block_n`` (powers of two ≥ 16) override the tile sizes (tests use 16 to get many blocks).
+    ``config`` (:class:`~adasparse.kernels.tiles.TileConfig`) sets tiles, warps and stages (default:
+    :func:`~adasparse.kernels.tiles.tile_config` of the inputs); ``block_m``/``block_n`` (powers of two ≥ 16)
+    override its tile sizes (tests use 16 to get many blocks).
     ``topk`` (0 or a power of two ≤ ``block_n``): scores per row the first pass keeps for the solver's start;
-    0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).
+    0 starts from the bracket's left end t = 0 (the kernel before; for comparisons).  ``fast_log``: see
+    :func:`triton_entmax_attention`.
     """
     if not _checked:
         alpha = check_inputs(q, k, v, alpha, key_padding_mask)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
-    bm, bn, bd = _blocks(Lq, Lk, D, block_m, block_n)
+    cfg, bd = _resolve_config(config, Lq, Lk, D, q.dtype, block_m, block_n)
+    bm, bn = cfg.block_m, cfg.block_n
     if topk < 0 or topk & (topk - 1) or topk > bn:
         raise ValueError(f"topk must be 0 or a power of two <= block_n = {bn}, got {topk}")
     n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
@@ -849,31 +886,35 @@ def triton_entmax_attention_forward(
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, N_WORDS=_n_words(n_kb), HAS_KPM=has_kpm, IS_CAUSAL=bool(is_causal),
         NEED_GRAD=need_grad, ALPHA_GRAD=alpha_grad, MAX_ITER=_MAX_ITER, TOL=tol, EPS_F=eps_f_for(q.dtype),
         TOPK=topk, START_NEWTON=START_NEWTON, ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), IDX64=_needs_int64(q, k, v, out, bmask),
-        num_warps=_NUM_WARPS,
+        FAST_LOG=bool(fast_log), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return EntmaxAttentionForward(
         out=out, row_max=row_m, threshold=row_t, normaliser=row_l, block_mask=bmask.bool(), block_visits=visits,
         newton_iters=iters, topk_rounds=rounds, o_tilde=o_t, g_alpha=g_a, block_m=bm, block_n=bn,
-        reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal),
+        reachable_blocks=_reachable_blocks(Lq, Lk, bm, bn, is_causal), config=cfg,
     )  # fmt: skip
 
 
 class _TritonEntmaxAttention(torch.autograd.Function):
-    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic) → out, with gradients for q, k, v
-    and α."""
+    """(q, k, v, α (H,), key padding mask, causal, scale, tiles, deterministic, config) → out, with gradients for
+    q, k, v and α."""
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic):
+    def forward(
+        ctx, q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, deterministic, config, fast_log
+    ):
         need_qkv = any(ctx.needs_input_grad[:3])
         alpha_grad = bool(ctx.needs_input_grad[3])
         fwd = triton_entmax_attention_forward(
             q, k, v, alpha, key_padding_mask=key_padding_mask, is_causal=is_causal, scale=scale,
-            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, _checked=True,
+            need_grad=need_qkv or alpha_grad, alpha_grad=alpha_grad, block_m=block_m, block_n=block_n, config=config,
+            fast_log=fast_log, _checked=True,
         )  # fmt: skip
         ctx.is_causal = bool(is_causal)
         ctx.scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-        ctx.blocks = (fwd.block_m, fwd.block_n)
+        ctx.config = fwd.config  # the backward reads the block mask at the forward's tiles
         ctx.deterministic = deterministic
+        ctx.fast_log = bool(fast_log)
         ctx.save_for_backward(
             q, k, v, alpha, key_padding_mask,
             fwd.row_max, fwd.threshold, fwd.normaliser, fwd.o_tilde, fwd.g_alpha, fwd.block_mask,
@@ -896,7 +937,8 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             )  # Σ over B, Q, D of dO·G: (H,)
         dq = dk = dv = None
         if any(ctx.needs_input_grad[:3]):
-            bm, bn = ctx.blocks
+            cfg = ctx.config
+            bm, bn = cfg.block_m, cfg.block_n
             bd = max(16, triton.next_power_of_2(D))
             n_qb, n_kb = triton.cdiv(Lq, bm), triton.cdiv(Lk, bn)
             kpm, skpm, has_kpm = _kpm_arg(key_padding_mask, q)
@@ -911,7 +953,8 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             )  # fmt: skip
             meta = dict(
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=has_kpm, IS_CAUSAL=ctx.is_causal,
-                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=_NUM_WARPS,
+                ACC=_tl_dtype(q.dtype), PREC=_precision(q.dtype), num_warps=cfg.bwd_num_warps,
+                num_stages=cfg.bwd_num_stages, FAST_LOG=ctx.fast_log,
                 IDX64=_needs_int64(q, k, v, do, dk, bmask) or q.numel() >= 2**31 - 1,  # dq: contiguous, as q
             )  # fmt: skip
             rows = (row_m, row_t, row_l, delta)
@@ -927,7 +970,7 @@ class _TritonEntmaxAttention(torch.autograd.Function):
                     q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
                 )
                 dq = dq_acc.to(q.dtype)
-        return dq, dk, dv, dalpha, None, None, None, None, None, None
+        return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
 
 def triton_entmax_attention(
@@ -942,6 +985,8 @@ def triton_entmax_attention(
     block_m: int | None = None,
     block_n: int | None = None,
     deterministic: bool | None = None,
+    config: TileConfig | None = None,
+    fast_log: bool = False,
 ) -> Tensor:
     r"""α-entmax attention ``entmax_α(scale · q kᵀ) v`` in fused Triton kernels; differentiable in q, k, v, α.
 
@@ -953,11 +998,25 @@ def triton_entmax_attention(
         key_padding_mask: optional bool (B, K), True = real key (ragged lengths).
         is_causal: query i attends keys j ≤ i (top-left aligned, as in ``scaled_dot_product_attention``).
         scale: multiplies q kᵀ; default 1/√D.
-        block_m, block_n: tile sizes (powers of two ≥ 16); defaults suit an H100.
+        block_m, block_n: tile sizes (powers of two ≥ 16), overriding those of ``config``.
         deterministic: the backward without atomics (two kernels: dK, dV per key block, then dQ per query
             block, each recomputing p), bitwise reproducible; otherwise one kernel of FlashAttention-2's shape
             that adds dQ atomically (fewer passes; dQ's rounding depends on the order of the additions).
             Default: ``torch.are_deterministic_algorithms_enabled()``.
+        config: tiles, warps and stages of the forward and the backward
+            (:class:`~adasparse.kernels.tiles.TileConfig`); default :func:`~adasparse.kernels.tiles.tile_config`
+            (a table keyed on head dim, dtype and length, or what :func:`~adasparse.kernels.tiles.tune_tiles`
+            measured in this process; one fixed configuration under the interpreter).
+        fast_log: the general-α weights as ``exp2(log₂(1 + u)/(α−1))`` (Goldberg's log1p in base 2; the ln 2
+            factors cancel in the solver and appear once, as a multiply, where the output pass and the backward
+            need the natural log of p).  **Off by default, and no faster yet**: compiled for sm_90 with Triton
+            3.9 (PTX inspected), ``tl.log2`` lowers to a libdevice polynomial like ``tl.log`` (no
+            ``lg2.approx``), and ``tl.exp`` is already ``ex2.approx`` after a multiply, so the flag saves one
+            multiply per weight; the MUFU ``lg2.approx`` needs inline PTX (compiled kernels only, untestable
+            under the interpreter).  With it, the exponent log₂(1+u)/(α−1) would carry lg2.approx's ≈ 2⁻²²
+            absolute error times 1/(α−1): p's relative error ≈ ln 2·2⁻²²/(α−1) (≈ 1.7e-5 at α = 1.01, above
+            float32's solver tolerance of 1e-6; ≈ 3e-7 at α = 1.5) — to be checked on a GPU before it becomes
+            the default.  The interpreter computes log2/exp2 exactly (numpy): the tests check the algebra only.
 
     Returns:
         out (B, H, Q, D) in the input dtype.  A query with no attendable key gets a zero row and zero grads.
@@ -966,7 +1025,7 @@ def triton_entmax_attention(
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     return _TritonEntmaxAttention.apply(
-        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic)
+        q, k, v, alpha, key_padding_mask, is_causal, scale, block_m, block_n, bool(deterministic), config, fast_log
     )
 
 
@@ -977,6 +1036,8 @@ def compile_kernels(
     *,
     alpha_grad: bool = True,
     idx64: bool = False,
+    config: TileConfig | None = None,
+    fast_log: bool = False,
 ) -> dict[str, object]:
     """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
@@ -984,7 +1045,8 @@ def compile_kernels(
     carried through ``while``/``if``, layouts) down to a cubin.  Returns name → compiled kernel (its
     ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
     process where ``TRITON_INTERPRET`` was not set when this module was imported.  ``idx64`` compiles the
-    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).
+    64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).  ``config``: tiles, warps and
+    stages (default: the :data:`~adasparse.kernels.tiles.TABLE` entry at 4096 tokens).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -996,8 +1058,10 @@ def compile_kernels(
     names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
     io = names[dtype]
     acc = names[_acc_dtype(dtype)]
-    bm, bn, bd = _blocks(4096, 4096, head_dim, None, None)
+    cfg = config or tile_config(head_dim, dtype, 4096)
+    bm, bn, bd = cfg.block_m, cfg.block_n, max(16, triton.next_power_of_2(head_dim))
     common = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, HAS_KPM=True, IS_CAUSAL=True, ACC=_tl_dtype(dtype), IDX64=idx64)
+    common["FAST_LOG"] = bool(fast_log)
     common["PREC"] = _precision(dtype)
     acc_ptrs = ("ALPHA", "ROW_M", "ROW_T", "ROW_L", "OT", "GA", "DELTA", "DQ_ACC")
     int_ptrs = {"KPM": "i8", "BMASK": "i8", "VISITS": "i32", "ITERS": "i32", "ROUNDS": "i32"}
@@ -1036,5 +1100,10 @@ def compile_kernels(
             else:
                 signature[arg] = acc if arg == "scale" else "i32"
         src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-        out[name] = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=_NUM_WARPS))
+        warps, stages = (
+            (cfg.num_warps, cfg.num_stages) if name == "forward" else (cfg.bwd_num_warps, cfg.bwd_num_stages)
+        )
+        out[name] = triton.compile(
+            src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=warps, num_stages=stages)
+        )
     return out

@@ -405,3 +405,27 @@ def test_entmax_attention_dispatches_to_the_kernel():
         assert rel(a, b) < 1e-5
     # "auto" takes the kernel on CUDA only (on CPU the interpreter is a test device, not a backend)
     assert triton_supports(q, k, v, 1.5, attn_mask=mask, is_causal=True) == (DEVICE.type == "cuda")
+
+
+@pytest.mark.parametrize("dtype", FP32_FP64)
+def test_fast_log_agrees_with_the_accurate_path(dtype):
+    """``fast_log=True`` (log2/exp2 with the ln 2 factors folded) against the reference and the default path:
+    general α near 1 and away from it, a closed form and softmax, causal + padding, every gradient.  Under the
+    interpreter log2/exp2 are exact, so this checks the algebra; lg2.approx's accuracy needs a GPU."""
+    q, k, v = make(2, 4, 40, 37, 32, dtype, seed=7)
+    kpm = torch.ones(2, 37, dtype=torch.bool, device=DEVICE)
+    kpm[0, 29:] = False
+    alpha = torch.tensor([1.0, 1.01, 1.4, 2.0], dtype=dtype, device=DEVICE)
+    runs = {}
+    for fast in (False, True):
+        inputs = [x.detach().clone().requires_grad_(True) for x in (q, k, v, alpha)]
+        out = triton_entmax_attention(
+            *inputs[:3], inputs[3], key_padding_mask=kpm, is_causal=True, block_m=BLOCK, block_n=BLOCK, fast_log=fast
+        )
+        do = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(out)
+        runs[fast] = (out, *torch.autograd.grad(out, inputs, do))
+    ref_in = [x.detach().double().requires_grad_(True) for x in (q, k, v, alpha)]
+    ref = reference(*ref_in, key_padding_mask=kpm, is_causal=True)
+    want = (ref, *torch.autograd.grad(ref, ref_in, do.double()))
+    assert_close_all(runs[True], want, TOL[dtype])
+    assert_close_all(runs[True], runs[False], TOL[dtype] / 10)
