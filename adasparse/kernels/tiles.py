@@ -167,6 +167,7 @@ def tune_tiles(
     configs: Sequence[TileConfig] | None = None,
     reps: int = 5,
     backward: bool = True,
+    timings: list | None = None,
 ) -> TileConfig:
     """Time the kernels on these inputs for every configuration, cache the fastest for their key, return it.
 
@@ -176,6 +177,8 @@ def tune_tiles(
     fastest forward and backward settings.  A configuration that fails to launch (e.g. Triton's
     ``OutOfResources``: too much shared memory) is skipped.  Meant to run once per input shape on a GPU,
     outside any training step; under the interpreter it runs (the tests use it) but its times mean nothing.
+    ``timings``, if given, receives one ``(config, forward seconds, backward seconds or None)`` per configuration
+    that ran, for the record of a tuning run.
     """
     from .triton_entmax_attention import check_inputs, triton_entmax_attention, triton_entmax_attention_forward
 
@@ -198,12 +201,15 @@ def tune_tiles(
             t = _time(fwd, reps, q.device)
             if t < fwd_best.get(tiles, (math.inf,))[0]:
                 fwd_best[tiles] = (t, cfg)
+            tb = None
             if backward:
                 out = triton_entmax_attention(*leaves, a, config=cfg, **kw)
                 inputs = [*leaves, a] if need_alpha else leaves
-                t = _time(partial(torch.autograd.grad, out, inputs, do, retain_graph=True), reps, q.device)
-                if t < bwd_best.get(tiles, (math.inf,))[0]:
-                    bwd_best[tiles] = (t, cfg)
+                tb = _time(partial(torch.autograd.grad, out, inputs, do, retain_graph=True), reps, q.device)
+                if tb < bwd_best.get(tiles, (math.inf,))[0]:
+                    bwd_best[tiles] = (tb, cfg)
+            if timings is not None:
+                timings.append((cfg, t, tb))
         except Exception as e:  # noqa: BLE001  (any launch failure removes the candidate, not the tuning)
             errors.append(f"{cfg}: {type(e).__name__}: {e}")
     scored = []

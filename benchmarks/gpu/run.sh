@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu/run.sh kernels bench   # ONE run of ≤ 8 min: kernel tests (no fp64), then the benchmark
 #   bash benchmarks/gpu/run.sh m30k            # a separate run (another lease): Multi30k, ~7 min
+#   bash benchmarks/gpu/run.sh tiles           # a third run (or what a lease has left): time the tile candidates
 #
 # Uses the machine's python3 (PyTorch, Triton, sentencepiece, sacrebleu, ... preinstalled) with this checkout
 # on PYTHONPATH: nothing is installed. Results go to $OUT (or out/gpu), at most six files (the device tool
@@ -87,6 +88,32 @@ part_bench() {
   log "bench: done, $(left) s of the budget left"
 }
 
+part_tiles() {
+  # every tile candidate of adasparse.kernels.tiles, forward and backward timed on the bench's shape (bf16, B=1,
+  # H=16, D=64, 4k; learned α with its gradient, then α = 1.5), one line per candidate as it is measured, the
+  # winners last: what to write into tiles.TABLE
+  log "tiles: tune_tiles on bf16 B=1 H=16 D=64 L=${TILES_LEN:-4096} (learned α, then α = 1.5), ${TILES_S:-300} s at most"
+  timeout "${TILES_S:-300}" "$PY" - <<'EOF' 2>&1 | tee "$OUT/tiles.log" | sed 's/^/    /' | tee -a "$SUMMARY"
+import os
+
+import torch
+from adasparse.kernels.tiles import candidates, tune_tiles
+
+# a dry run on CPU: TRITON_INTERPRET=1 TILES_LEN=64 TILES_N=2 (times mean nothing there)
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+L, n = int(os.environ.get("TILES_LEN", 4096)), int(os.environ.get("TILES_N", 0))
+configs = candidates(64)[:n] if n else None
+torch.manual_seed(0)
+for name, alpha in (("learned", torch.full((16,), 1.3, device=dev, requires_grad=True)), ("1.5", 1.5)):
+    q, k, v = (torch.randn(1, 16, L, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))
+    rows = []
+    best = tune_tiles(q, k, v, alpha, configs=configs, reps=5, timings=rows)
+    for cfg, tf, tb in rows:
+        print(f"alpha {name}  {cfg}  fwd {tf * 1e3:8.3f} ms  bwd {tb * 1e3:8.3f} ms", flush=True)
+    print(f"alpha {name}  BEST {best}", flush=True)
+EOF
+}
+
 part_m30k() {
   if [ ! -f "$M30K/train.de.gz" ]; then
     log "m30k: skipped, no $M30K/train.de.gz (copy ../shared/data/multi30k/* there and carry it)"
@@ -143,8 +170,8 @@ EOF
 env_info
 for part in "$@"; do
   case "$part" in
-    kernels | bench | m30k) "part_$part" ;;
-    *) log "unknown part '$part' (kernels, bench, m30k)"; exit 2 ;;
+    kernels | bench | m30k | tiles) "part_$part" ;;
+    *) log "unknown part '$part' (kernels, bench, m30k, tiles)"; exit 2 ;;
   esac
 done
 log "done"

@@ -97,8 +97,13 @@ def test_tuner_caches_its_choice_for_the_inputs_key():
     q, k, v = make(1, 2, 40, 40, 16, torch.float32, seed=1)
     alpha = torch.tensor([1.2, 1.7], device=DEVICE, requires_grad=True)
     configs = [TileConfig(32, 32, 4, 2, 4, 1), TileConfig(64, 32, 8, 1, 8, 3)]
-    best = tune_tiles(q, k, v, alpha, configs=configs, reps=1)
+    timings = []
+    best = tune_tiles(q, k, v, alpha, configs=configs, reps=1, timings=timings)
     assert (best.block_m, best.block_n) in {(32, 32), (64, 32)}
+    assert [c for c, _, _ in timings] == configs and all(tf > 0 and tb > 0 for _, tf, tb in timings)
+    # the winner is the tile pair with the least forward + backward time among those recorded
+    fastest = min(timings, key=lambda r: r[1] + r[2])[0]
+    assert (fastest.block_m, fastest.block_n) == (best.block_m, best.block_n)
     assert best.num_warps == best.bwd_num_warps  # forward and backward settings from candidates of those tiles
     assert triton_entmax_attention_forward(q, k, v, alpha).config == best  # same key: the tuned configuration
     other = make(1, 2, 40, 40, 80, torch.float32, seed=1)
