@@ -28,16 +28,21 @@ Forward, one program per (query block, batch·head):
    and the output pass, which renormalises by its own Σp, is that evaluation.  α = 2 (p = w) and α = 1.5
    (p = w²) use closed forms, per head.  Each iteration is one pass over the key blocks; a key block in which
    every weight is zero at the bracket's lower end is marked dead and never visited again (the lower end only
-   grows, so a dead block stays empty).  Liveness is a bitmask held in registers and read by a reduction, so
-   every branch on it is uniform across the program.  ``adasparse/kernels/solver_model.py`` replays this
+   grows, so a dead block stays empty).  Liveness is a bitmask held in registers (bit kb of int32 word kb // 32);
+   each pass walks a copy of it, popping the lowest set bit (two reductions over the words and a few scalar bit
+   operations, the same in every thread: ``_pop_lowest``), so its loop runs once per live block with no branch
+   on liveness and the K loads pipeline (cp.async, ``num_stages`` deep, on sm_90: see :func:`compile_kernels`).
+   ``adasparse/kernels/solver_model.py`` replays this
    control flow in PyTorch (tested to match the kernel's counters) to count passes at realistic sizes;
-3. a last pass over the live blocks accumulates ``out = Σ p v`` and records in the block mask which blocks
-   hold a non-zero weight.  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
+3. a last pass over the live blocks (the same walk) accumulates ``out = Σ p v`` and records in a register
+   bitmask, stored once, which blocks hold a non-zero weight (a block live at the bracket's lower end may hold
+   none at the final t: it skips the V load and the dots).  When gradients are wanted it also accumulates ``Õ = Σ p̃ v`` with
    ``p̃ ∝ p^{2−α}`` (so the backward needs no extra pass for ``δ = Σ_j dP_ij p̃_ij = dO_i · Õ_i``), and,
    when α needs a gradient, the row vector G with ``∂ℓ/∂α = dO · G`` (see below).
 
 Backward, one program per (key block, batch·head) in FlashAttention-2's shape: it recomputes p from (m, t, l)
-on the query blocks the mask marks non-empty, once, and makes five matmuls — QKᵀ, dP = dO vᵀ, dV += Pᵀ dO,
+on the query blocks the mask marks non-empty (its column, loaded once as a register bitmask and walked as in the
+forward), once, and makes five matmuls — QKᵀ, dP = dO vᵀ, dV += Pᵀ dO,
 dK += dZᵀ q and dQ's share dZ k, added atomically into a float32 (float64) buffer::
 
     dV = Pᵀ dO,  dP = dO vᵀ,  s = p^{2−α} on the support,  dZ = s ⊙ (dP − δ),  dQ = scale·dZ k,  dK = scale·dZᵀ q
@@ -246,15 +251,57 @@ def _alpha_terms(p, lam, eps, inv_eps):
 
 
 @triton.jit
-def _bit(bits, widx, kb):
-    """Bit ``kb`` of the register bitmask ``bits`` (int32 words): a scalar, uniform across the program."""
-    word = tl.sum(tl.where(widx == kb // 32, bits, 0), 0)
-    return (word >> (kb % 32)) & 1
+def _prefix_bits(widx, n):
+    """The register bitmask (int32 words ``widx``) with bits 0 … n−1 set: bit kb of word kb // 32."""
+    r = n - widx * 32
+    part = ~(-1 << tl.minimum(tl.maximum(r, 0), 31))  # low r bits; shifts < 32 only, nothing wraps
+    return tl.where(r >= 32, -1, tl.where(r > 0, part, 0))
 
 
 @triton.jit
-def _clear_bit(bits, widx, kb):
-    return tl.where(widx == kb // 32, bits & ~(1 << (kb % 32)), bits)
+def _pack_bits(flags, col):
+    """(N_WORDS, 32) flags → the (N_WORDS,) int32 bitmask (a sum of distinct powers of two: it cannot wrap)."""
+    return tl.sum(tl.where(flags != 0, 1 << col[None, :], 0), 1)
+
+
+@triton.jit
+def _lowest_bit(x):
+    """Index (0–31) of the lowest set bit of the non-zero int32 scalar ``x``, by halving: masks, compares and
+    shifts only (no negation or subtraction, which would wrap at bit 31), no branch."""
+    n = ((x & 0xFFFF) == 0).to(tl.int32) * 16
+    x = x >> n
+    s = ((x & 0xFF) == 0).to(tl.int32) * 8
+    n += s
+    x = x >> s
+    s = ((x & 0xF) == 0).to(tl.int32) * 4
+    n += s
+    x = x >> s
+    s = ((x & 0x3) == 0).to(tl.int32) * 2
+    n += s
+    x = x >> s
+    return n + ((x & 0x1) == 0).to(tl.int32)
+
+
+@triton.jit
+def _pop_lowest(rem, widx, N_WORDS: tl.constexpr):
+    """(kb, rem without it): the lowest block left in the register bitmask ``rem`` (some bit must be set).
+
+    Two reductions over the ``N_WORDS`` words (the first word with a bit left, then that word) and a few scalar
+    bit operations: ``kb`` is a scalar, the same in every thread, computed without a branch, so a loop
+    ``for _ in range(n_live): kb, rem = _pop_lowest(rem, …)`` visits the live blocks in increasing order with a
+    branch-free body whose trip count is the number of live blocks.
+    """
+    w = tl.min(tl.where(rem != 0, widx, N_WORDS), 0)
+    x = tl.sum(tl.where(widx == w, rem, 0), 0)
+    b = _lowest_bit(x)
+    return w * 32 + b, tl.where(widx == w, x & ~(1 << b), rem)
+
+
+@triton.jit
+def _store_bits(ptr, bits, widx, col, n):
+    """Store bit kb of the register bitmask ``bits`` as byte ``ptr[kb]`` (0 or 1) for kb < n, in one store."""
+    kbs = widx[:, None] * 32 + col[None, :]
+    tl.store(ptr + kbs, ((bits[:, None] >> col[None, :]) & 1).to(tl.int8), mask=kbs < n)
 
 
 @triton.jit
@@ -324,10 +371,13 @@ def _fwd_kernel(
     if IS_CAUSAL:
         kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(pid_m * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
     visits = 0
-    # block liveness in registers: bit kb of word kb // 32; read by a reduction (a scalar, the same in every
-    # thread, so branches on it are uniform) — no communication through global memory inside the program
+    # block liveness in registers: bit kb of word kb // 32 (no communication through global memory inside the
+    # program); each pass walks its live blocks by popping the lowest bit of a copy (_pop_lowest: a scalar, the
+    # same in every thread), so its loop body has no branch and its trip count is n_live
     widx = tl.arange(0, N_WORDS)
-    bits = tl.full((N_WORDS,), -1, tl.int32)
+    wcol = tl.arange(0, 32)
+    bits = _prefix_bits(widx, kb_end)  # every reachable key block (causal: below the diagonal)
+    n_live = kb_end
 
     # pass 1: row max, number of attendable keys, softmax normaliser (online, softmax heads only), and each
     # row's TOPK largest scores (a multiset in registers; see _topk_insert) for the solver's starting point
@@ -364,9 +414,6 @@ def _fwd_kernel(
                 x = tl.max(zm, 1)
                 go = tl.max((x > tl.min(top, 1)).to(tl.int32), 0)
                 rounds += 1
-    for kb in range(kb_end, n_kb):  # above the causal diagonal: never visited
-        tl.store(bmask_row + kb, 0)
-
     has = cnt > 0
     m = tl.where(has, m, 0.0)
     one = tl.full((BLOCK_M,), 1.0, ACC)
@@ -397,21 +444,24 @@ def _fwd_kernel(
             fsum = zero
             gsum = zero
             hsum = zero
-            for kb in range(0, kb_end):
-                if _bit(bits, widx, kb) != 0:
-                    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-                    kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-                    k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
-                    z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
-                    ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
-                    pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG)
-                    fsum += tl.sum(pu, 1)
-                    gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
-                    hsum += tl.sum(hu, 1)  # Σ p/w²
-                    live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
-                    if live == 0:  # empty at the bracket's lower end, hence at every later t
-                        bits = _clear_bit(bits, widx, kb)
-                    visits += 1
+            rem = bits
+            n_pass = n_live
+            for _i in range(0, n_pass):  # the live blocks, in order; no branch: the K loads pipeline
+                kb, rem = _pop_lowest(rem, widx, N_WORDS)
+                offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+                kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+                k = tl.load(k_bh + _wide(offs_n, IDX64)[:, None] * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+                z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
+                ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
+                pu, gu, hu = _solver_terms(z, ok, m, t, am1, inv_am1, mode, FAST_LOG)
+                fsum += tl.sum(pu, 1)
+                gsum += tl.sum(gu, 1)  # Σ p/w = −f'(t)
+                hsum += tl.sum(hu, 1)  # Σ p/w²
+                live = tl.sum((ok & (am1 * (z - m[:, None] - lo[:, None]) > -1.0)).to(tl.int32))
+                dead = live == 0  # empty at the bracket's lower end, hence at every later t: cleared, not branched on
+                bits = tl.where((widx == kb // 32) & dead, bits & ~(1 << (kb % 32)), bits)
+                n_live -= dead.to(tl.int32)
+                visits += 1
             f = fsum - 1.0
             lo = tl.where(f > 0.0, t, lo)
             hi = tl.where(f < 0.0, t, hi)
@@ -444,19 +494,25 @@ def _fwd_kernel(
     sf = zero  # Σ p φ̃
     sl = zero  # Σ p λ
     psum = zero  # Σ p (1 up to the solver's tolerance)
-    for kb in range(0, kb_end):
-        nonzero = 0
-        if _bit(bits, widx, kb) != 0:
-            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            offs_kv = _wide(offs_n, IDX64)[:, None]
-            k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+    nz_bits = tl.zeros((N_WORDS,), tl.int32)  # the block mask in registers, stored once at the end
+    rem = bits
+    for _i in range(0, n_live):  # the live blocks, in order: no liveness branch, n_live trips
+        kb, rem = _pop_lowest(rem, widx, N_WORDS)
+        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+        offs_kv = _wide(offs_n, IDX64)[:, None]
+        k = tl.load(k_bh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+        # always true: without this region Triton 3.9's layout pass recomputes the weights in the dot-operand
+        # layout (+60 registers and spills at 8 warps with the α gradient; with the softmax branch, a 1-bit
+        # shared-memory buffer that fails to compile); the price: this pass's K load is not pipelined
+        if kb >= 0:
             z = tl.dot(q, tl.trans(k), input_precision=PREC, out_dtype=ACC) * scale
             ok = _valid(offs_m, offs_n, Lq, Lk, kpm_b, HAS_KPM, IS_CAUSAL)
             pu, logpu, w, pos = _unnormalised(z, ok, m, t, am1, inv_am1, is_soft, FAST_LOG)
             nonzero = tl.sum(pos.to(tl.int32))
+            nz_bits = tl.where((widx == kb // 32) & (nonzero > 0), nz_bits | (1 << (kb % 32)), nz_bits)
             visits += 1
-            if nonzero > 0:
+            if nonzero > 0:  # live at the bracket's lower end, but maybe empty at the final t
                 # zeros, not garbage: the padded keys meet p = 0 in p·v, and 0 × NaN would be NaN
                 v = tl.load(v_bh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
                 p = pu * inv_l[:, None]
@@ -477,7 +533,7 @@ def _fwd_kernel(
                         sp = tl.where(pos, tl.exp((1.0 - am1) * lam), 0.0)  # s = p^{2−α}
                         acc_t += tl.dot(sp.to(v.dtype), v, input_precision=PREC, out_dtype=ACC)
                         st += tl.sum(sp, 1)
-        tl.store(bmask_row + kb, (nonzero > 0).to(tl.int8))
+    _store_bits(bmask_row, nz_bits, widx, wcol, n_kb)  # 0 for dead blocks and above the causal diagonal
 
     rows = bh * Lq + offs_m  # int64
     od = rows[:, None] * D + offs_d[None, :]
@@ -543,7 +599,7 @@ def _bwd_kv_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
-    ATOMIC_DQ: tl.constexpr, FAST_LOG: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr, FAST_LOG: tl.constexpr, N_WORDS: tl.constexpr,
 ):  # fmt: skip
     """dK, dV of one key block over the non-empty query blocks; with ``ATOMIC_DQ`` also each block's share of
     dQ, added atomically to the ACC-dtype buffer ``DQ_ACC`` (FA2's backward: p recomputed once, five matmuls;
@@ -569,15 +625,25 @@ def _bwd_kv_kernel(
     qb_start = 0
     if IS_CAUSAL:
         qb_start = (kb * BLOCK_N) // BLOCK_M
-    for qb in range(qb_start, n_qb):
-        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
-        if nonempty != 0:
-            offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-            row_ok = offs_m < Lq
-            qd_mask = row_ok[:, None] & d_ok[None, :]
-            offs_q = _wide(offs_m, IDX64)[:, None]
-            q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
-            do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
+    # the forward's block mask (column kb) as a register bitmask of the non-empty query blocks, walked in order
+    # by _pop_lowest: n_live trips, no per-block load of the mask and no branch on it
+    widx = tl.arange(0, N_WORDS)
+    wcol = tl.arange(0, 32)
+    qbs = widx[:, None] * 32 + wcol[None, :]
+    flags = tl.load(BMASK + (bh * n_qb + qbs) * n_kb + kb, mask=(qbs >= qb_start) & (qbs < n_qb), other=0)
+    rem = _pack_bits(flags, wcol)
+    n_live = tl.sum(tl.sum((flags != 0).to(tl.int32), 1), 0)
+    for _i in range(0, n_live):  # the non-empty query blocks, in order
+        qb, rem = _pop_lowest(rem, widx, N_WORDS)
+        offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < Lq
+        qd_mask = row_ok[:, None] & d_ok[None, :]
+        offs_q = _wide(offs_m, IDX64)[:, None]
+        q = tl.load(Q + b * sqb + h * sqh + offs_q * sql + offs_d[None, :], mask=qd_mask, other=0.0)
+        do = tl.load(DO + b * sdb + h * sdh + offs_q * sdl + offs_d[None, :], mask=qd_mask, other=0.0)
+        # always true: without this region the loads of q, dO and the row statistics are pipelined, at 255
+        # registers and 56 bytes of spills (sm_90, 8 warps, D = 64); with it none is, and nothing spills
+        if qb >= 0:
             m, t, inv_l, ln_l, delta = _load_rows(ROW_M, ROW_T, ROW_L, DELTA, bh * Lq + offs_m, row_ok)
             p, dz = _bwd_block(
                 q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
@@ -601,8 +667,9 @@ def _bwd_q_kernel(
     H, Lq, Lk, D, n_qb, n_kb, scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_KPM: tl.constexpr, IS_CAUSAL: tl.constexpr, ACC: tl.constexpr, PREC: tl.constexpr, IDX64: tl.constexpr,
-    FAST_LOG: tl.constexpr,
+    FAST_LOG: tl.constexpr, N_WORDS: tl.constexpr,
 ):  # fmt: skip
+    """dQ of one query block over its non-empty key blocks (the deterministic backward's second kernel)."""
     qb = tl.program_id(0)
     bh = _wide(tl.program_id(1), IDX64)
     b = bh // H
@@ -625,19 +692,24 @@ def _bwd_q_kernel(
     kb_end = n_kb
     if IS_CAUSAL:
         kb_end = tl.minimum(n_kb, tl.cdiv(tl.minimum(qb * BLOCK_M + BLOCK_M, Lq), BLOCK_N))
-    for kb in range(0, kb_end):
-        nonempty = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kb)
-        if nonempty != 0:
-            offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-            kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
-            offs_kv = _wide(offs_n, IDX64)[:, None]
-            k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
-            v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
-            p, dz = _bwd_block(
-                q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
-                HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
-            )  # fmt: skip
-            dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
+    widx = tl.arange(0, N_WORDS)
+    wcol = tl.arange(0, 32)
+    kbs = widx[:, None] * 32 + wcol[None, :]
+    flags = tl.load(BMASK + (bh * n_qb + qb) * n_kb + kbs, mask=kbs < kb_end, other=0)  # row qb of the mask
+    rem = _pack_bits(flags, wcol)
+    n_live = tl.sum(tl.sum((flags != 0).to(tl.int32), 1), 0)
+    for _i in range(0, n_live):  # the non-empty key blocks, in order; no branch: K, V loads pipeline
+        kb, rem = _pop_lowest(rem, widx, N_WORDS)
+        offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+        kv_mask = (offs_n[:, None] < Lk) & d_ok[None, :]
+        offs_kv = _wide(offs_n, IDX64)[:, None]
+        k = tl.load(K + b * skb + h * skh + offs_kv * skl + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + h * svh + offs_kv * svl + offs_d[None, :], mask=kv_mask, other=0.0)
+        p, dz = _bwd_block(
+            q, k, v, do, offs_m, offs_n, m, t, inv_l, ln_l, delta, am1, inv_am1, is_soft, Lq, Lk, kpm_b, scale,
+            HAS_KPM, IS_CAUSAL, ACC, PREC, FAST_LOG,
+        )  # fmt: skip
+        dq += tl.dot(dz.to(k.dtype), k, input_precision=PREC, out_dtype=ACC)
     od = (bh * Lq + offs_m)[:, None] * D + offs_d[None, :]
     tl.store(DQ + od, (dq * scale).to(DQ.dtype.element_ty), mask=qd_mask)
 
@@ -961,14 +1033,18 @@ class _TritonEntmaxAttention(torch.autograd.Function):
             if ctx.deterministic:  # two kernels, no atomics: dK, dV per key block, then dQ per query block
                 dq = torch.empty((B, H, Lq, D), dtype=q.dtype, device=q.device)
                 _bwd_kv_kernel[(n_kb, B * H)](
-                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq, *common, ATOMIC_DQ=False, **meta
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq, *common, ATOMIC_DQ=False,
+                    N_WORDS=_n_words(n_qb), **meta,
+                )  # fmt: skip
+                _bwd_q_kernel[(n_qb, B * H)](
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, N_WORDS=_n_words(n_kb), **meta
                 )
-                _bwd_q_kernel[(n_qb, B * H)](q, k, v, do, kpm, alpha_k, *rows, bmask, dq, *common, **meta)
             else:  # one kernel, FA2's shape: dQ added atomically into an ACC-dtype buffer
                 dq_acc = torch.zeros((B, H, Lq, D), dtype=acc, device=q.device)
                 _bwd_kv_kernel[(n_kb, B * H)](
-                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True, **meta
-                )
+                    q, k, v, do, kpm, alpha_k, *rows, bmask, dk, dv, dq_acc, *common, ATOMIC_DQ=True,
+                    N_WORDS=_n_words(n_qb), **meta,
+                )  # fmt: skip
                 dq = dq_acc.to(q.dtype)
         return dq, dk, dv, dalpha, None, None, None, None, None, None, None, None
 
@@ -1038,6 +1114,7 @@ def compile_kernels(
     idx64: bool = False,
     config: TileConfig | None = None,
     fast_log: bool = False,
+    aligned: bool = True,
 ) -> dict[str, object]:
     """Compile the kernels ahead of time for CUDA compute capability ``arch`` (90 = H100), no GPU needed.
 
@@ -1046,7 +1123,16 @@ def compile_kernels(
     ``asm["cubin"]`` can be inspected with ``cuobjdump --dump-resource-usage`` for register spills).  Must run in a
     process where ``TRITON_INTERPRET`` was not set when this module was imported.  ``idx64`` compiles the
     64-bit-index specialisation (used for tensors with ≥ 2³¹ addressable elements).  ``config``: tiles, warps and
-    stages (default: the :data:`~adasparse.kernels.tiles.TABLE` entry at 4096 tokens).
+    stages (default: the :data:`~adasparse.kernels.tiles.TABLE` entry at 4096 tokens).  ``aligned`` marks every
+    pointer, every stride and D as divisible by 16, as Triton's launcher specialises them for contiguous inputs
+    with D a multiple of 16 (16-byte aligned, as PyTorch allocates): without it the loads compile to 2-byte
+    scalar loads that cannot become cp.async, so neither the registers nor the pipelining are those of a run.
+
+    What it shows (Triton 3.9, bf16, D = 64, 64×64 tiles, 8 warps, 3 stages; TTGIR ``async_copy_global_to_local``,
+    PTX ``cp.async``): the solver passes' K loads and ``backward_q``'s K, V loads are pipelined 3 deep; pass 1
+    (its top-k ``while`` is a nested loop), the output pass and the fused / dK-dV backward are not: there the
+    loop body's compute sits in an always-true uniform region, without which Triton's layout pass recomputes the
+    weights in the dot-operand layout (255 registers, 128–280 bytes of spills; single backward 56 bytes).
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -1079,9 +1165,9 @@ def compile_kernels(
                 N_WORDS=_n_words(4096 // bn),
             ),  # fmt: skip
         ),
-        "backward": (_bwd_kv_kernel, dict(ATOMIC_DQ=True)),
-        "backward_kv": (_bwd_kv_kernel, dict(ATOMIC_DQ=False)),
-        "backward_q": (_bwd_q_kernel, {}),
+        "backward": (_bwd_kv_kernel, dict(ATOMIC_DQ=True, N_WORDS=_n_words(4096 // bm))),
+        "backward_kv": (_bwd_kv_kernel, dict(ATOMIC_DQ=False, N_WORDS=_n_words(4096 // bm))),
+        "backward_q": (_bwd_q_kernel, dict(N_WORDS=_n_words(4096 // bn))),
     }
     out = {}
     for name, (fn, extra) in specs.items():
@@ -1099,7 +1185,13 @@ def compile_kernels(
                 signature[arg] = "*" + io
             else:
                 signature[arg] = acc if arg == "scale" else "i32"
-        src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+        attrs = {}
+        if aligned:  # what the launcher's specialisation gives a call with contiguous, 16-byte-aligned tensors
+            for i, arg in enumerate(fn.arg_names):
+                sig = signature[arg]
+                if sig.startswith("*") or (sig == "i32" and (arg == "D" or arg.startswith("s"))):
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
         warps, stages = (
             (cfg.num_warps, cfg.num_stages) if name == "forward" else (cfg.bwd_num_warps, cfg.bwd_num_stages)
         )

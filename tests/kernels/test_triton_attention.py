@@ -17,7 +17,14 @@ if DEVICE.type == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton", reason="triton is not installed: the fused kernel tests need it")
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from adasparse.kernels.triton_entmax_attention import (  # noqa: E402
+    _pack_bits,
+    _pop_lowest,
+    _prefix_bits,
+    _store_bits,
     triton_entmax_attention,
     triton_entmax_attention_forward,
 )
@@ -167,6 +174,67 @@ def test_block_skip_visits_fewer_blocks_and_stays_exact():
     assert torch.equal(fwd.block_mask[0, 0].cpu(), nonzero.cpu())
     got, want = run_both(q, k, v, alpha)
     assert_close_all(got, want, TOL[torch.float32])
+
+
+def test_block_walk_across_bitmask_words():
+    """64 key blocks, two int32 words of the register bitmask: each query block's live blocks include bits 0,
+    31, 32 and 63 (word boundaries, the sign bit); the block mask is the exact one, dead blocks are not walked,
+    outputs and gradients match the reference."""
+    Lq, Lk, D = 48, 1024, 16
+    n_kb = Lk // BLOCK
+    g = torch.Generator().manual_seed(5)
+    kc = 2.0 * torch.randn(n_kb, D, generator=g)
+    k = (kc.repeat_interleave(BLOCK, 0) + 0.3 * torch.randn(Lk, D, generator=g)).view(1, 1, Lk, D)
+    targets = torch.tensor([[0, 31], [32, 63], [31, 32]])  # query block j: half its rows near each key block
+    qc = kc[targets].repeat_interleave(BLOCK // 2, 1).reshape(Lq, D)
+    q = (qc + 0.3 * torch.randn(Lq, D, generator=g)).view(1, 1, Lq, D)
+    v = torch.randn(1, 1, Lk, D, generator=g)
+    q, k, v = q.to(DEVICE), k.to(DEVICE), v.to(DEVICE)
+    alpha = torch.tensor([2.0], device=DEVICE)
+    fwd = triton_entmax_attention_forward(q, k, v, alpha, block_m=BLOCK, block_n=BLOCK)
+    with torch.no_grad():
+        p = entmax((q @ k.transpose(-1, -2)).double() * D**-0.5, 2.0, dim=-1)[0, 0]  # (Lq, Lk)
+    nonzero = (p.view(Lq // BLOCK, BLOCK, n_kb, BLOCK) > 0).any(3).any(1)
+    assert torch.equal(fwd.block_mask[0, 0].cpu(), nonzero.cpu())
+    assert nonzero.gather(1, targets).all() and nonzero.sum() <= 4 * targets.numel(), nonzero.nonzero()
+    assert (fwd.block_visits < (2 + fwd.newton_iters) * n_kb).all(), fwd.block_visits
+    got, want = run_both(q, k, v, alpha)
+    assert_close_all(got, want, TOL[torch.float32])
+
+
+@triton.jit
+def _walk_kernel(FLAGS, ORDER, BACK, PREFIX, n_prefix, N_WORDS: tl.constexpr):
+    """Pack FLAGS into the register bitmask, write it back, write the prefix mask of n_prefix, pop every bit."""
+    widx = tl.arange(0, N_WORDS)
+    wcol = tl.arange(0, 32)
+    kbs = widx[:, None] * 32 + wcol[None, :]
+    flags = tl.load(FLAGS + kbs)
+    rem = _pack_bits(flags, wcol)
+    _store_bits(BACK, rem, widx, wcol, N_WORDS * 32)
+    _store_bits(PREFIX, _prefix_bits(widx, n_prefix), widx, wcol, N_WORDS * 32)
+    n_live = tl.sum(tl.sum((flags != 0).to(tl.int32), 1), 0)
+    for i in range(0, n_live):
+        kb, rem = _pop_lowest(rem, widx, N_WORDS)
+        tl.store(ORDER + i, kb)
+
+
+def test_register_bitmask_helpers():
+    """The kernels' bitmask primitives on 128 blocks (4 words, one of them empty, bits 0/31/32/63/127 set):
+    packing, the prefix mask, popping the lowest bit in order, and the one-store write-back."""
+    g = torch.Generator().manual_seed(0)
+    flags = (torch.rand(128, generator=g) < 0.3).to(torch.int8)
+    flags[64:96] = 0
+    flags[[0, 31, 32, 63, 127]] = 1
+    for n_prefix in (0, 1, 31, 32, 33, 100, 128):
+        order = torch.full((128,), -1, dtype=torch.int32, device=DEVICE)
+        back = torch.empty(128, dtype=torch.int8, device=DEVICE)
+        prefix = torch.empty(128, dtype=torch.int8, device=DEVICE)
+        _walk_kernel[(1,)](flags.to(DEVICE), order, back, prefix, n_prefix, N_WORDS=4)
+        live = flags.nonzero().flatten()
+        assert order[: live.numel()].cpu().tolist() == live.tolist()
+        assert (order[live.numel() :] == -1).all()
+        assert torch.equal(back.cpu(), flags)
+        assert prefix.cpu().tolist() == [1] * n_prefix + [0] * (128 - n_prefix)
 
 
 def test_topk_start_saves_passes_and_keeps_the_output():
