@@ -232,6 +232,8 @@ class RunResult:
     eval: dict[int, dict]
     alphas: list[list[float]] = field(default_factory=list)
     length_scales: dict[str, list[list[float]]] = field(default_factory=dict)
+    cpu: str = ""  # torch's CPU capability where the row ran (AVX2, AVX512...): rows of one table may come from
+    # several machines with --resume, and their float rounding differs
 
 
 def run_one(task_name: str, positions: str, variant: str, s: Settings, threads: int | None = None) -> dict:
@@ -254,6 +256,7 @@ def run_one(task_name: str, positions: str, variant: str, s: Settings, threads: 
         eval=ev,
         alphas=model.alphas()["self"].tolist(),
         length_scales={k: v.tolist() for k, v in model.length_scales().items()},
+        cpu=torch.backends.cpu.get_cpu_capability(),
     )
     return asdict(res)
 
