@@ -57,10 +57,14 @@ def _sha256_lines(*sides: list[str]) -> str:
     return h.hexdigest()
 
 
-def _batch_option(cfg: TrainConfig, make):
+def _train_batcher(cls, cfg: TrainConfig, data: tuple, rank: int | None, world_size: int, pad_id: int):
+    """``cls(*data, cfg.batch_tokens, ...)``: the training batcher of either task (shuffled with the run's seed,
+    ``rank``'s share of ``world_size``); its budget error names the option (the batchers call it max_tokens)."""
     try:
-        return make()
-    except ValueError as e:  # the batchers call it max_tokens: say which option
+        return cls(
+            *data, cfg.batch_tokens, seed=cfg.seed, rank=rank, world_size=world_size, pad_id=pad_id, pool_size=100 * 64
+        )
+    except ValueError as e:
         raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
 
 
@@ -130,19 +134,7 @@ class TranslationTask:
         if not src:
             raise ValueError(f"no training pairs left: all {dropped} are longer than {max_len} tokens")
         pad = tokenizers.tgt.pad_id
-        batcher = _batch_option(
-            cfg,
-            lambda: TokenBatcher(
-                src,
-                tgt,
-                cfg.batch_tokens,
-                seed=cfg.seed,
-                rank=rank,
-                world_size=world_size,
-                pad_id=pad,
-                pool_size=100 * 64,
-            ),  # fmt: skip
-        )
+        batcher = _train_batcher(TokenBatcher, cfg, (src, tgt), rank, world_size, pad)
         valid_batcher = None
         if valid is not None:
             vs, vt, _ = encode_pairs(tokenizers, valid.src, valid.tgt, max_len)
@@ -250,18 +242,7 @@ class LanguageModelTask:
         if n_long:
             say(f"{n_long} training lines are longer than the model's window of {window} tokens: split into windows")
         pad = tokenizers.tgt.pad_id
-        batcher = _batch_option(
-            cfg,
-            lambda: LMBatcher(
-                seqs,
-                cfg.batch_tokens,
-                seed=cfg.seed,
-                rank=rank,
-                world_size=world_size,
-                pad_id=pad,
-                pool_size=100 * 64,
-            ),  # fmt: skip
-        )
+        batcher = _train_batcher(LMBatcher, cfg, (seqs,), rank, world_size, pad)
         return batcher, None
 
     @staticmethod

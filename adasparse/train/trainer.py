@@ -42,7 +42,6 @@ import torch
 
 from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, min_vocab_size
 from ..models import build_model, summary
-from ..models.config import DecoderOnlyConfig, Seq2SeqConfig
 from ..nn import alpha_parameters
 from .checkpoint import (
     CheckpointManager,
@@ -156,11 +155,6 @@ def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return saved["train"] if isinstance(saved, dict) and isinstance(saved.get("train"), dict) else None
-
-
-def model_config_for(cfg: TrainConfig, tokenizers: TokenizerPair) -> Seq2SeqConfig | DecoderOnlyConfig:
-    """The configuration of the model ``cfg`` trains with ``tokenizers`` (its task's model)."""
-    return task_for(cfg).model_config(cfg, tokenizers)
 
 
 def _alpha_record(model) -> dict[str, list[list[float]]]:
