@@ -62,7 +62,7 @@ from .config import (
 from .distributed import DistInfo, all_reduce_sum, cleanup_distributed, init_distributed
 from .loading import load_weights_into, pick_device
 from .lock import RunLock
-from .logger import RunLogger
+from .logger import RunLogger, read_log
 from .schedule import InverseSqrtSchedule, build_scheduler
 from .tasks import task_for
 
@@ -368,6 +368,7 @@ class _Trainer:
         self.step = 0
         self._saved_step = -1
         self.bad_validations = 0
+        self.patience_best: float | None = None  # the best metric of the scheduled validations (what patience counts)
         self.elapsed = 0.0
         self.last_metrics: dict[str, float] = {}
         if self.resume_from is not None:
@@ -430,6 +431,7 @@ class _Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "bad_validations": self.bad_validations,
+            "patience_best": self.patience_best,
             "elapsed": self.elapsed,
             "metrics": self.last_metrics,
             "corpus": self.corpus,
@@ -469,7 +471,10 @@ class _Trainer:
         self.batcher.load_state_dict(st["data"])
         restore_rng_state(st["rng"])
         self.step = int(st["step"])
-        self.bad_validations = int(st.get("bad_validations", 0))
+        if "patience_best" in st:
+            self.bad_validations, self.patience_best = int(st["bad_validations"]), st["patience_best"]
+        else:  # written before only scheduled validations counted toward patience: recount from the run's log
+            self.bad_validations, self.patience_best = self._recount_patience(int(st.get("bad_validations", 0)))
         self.elapsed = float(st.get("elapsed", 0.0))
         self.last_metrics = dict(st.get("metrics") or {})
         self._saved_step = self.step
@@ -658,9 +663,10 @@ class _Trainer:
             out_of_time = budget is not None and self.session_elapsed >= budget
             if budget is not None and self.dist.enabled:
                 out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
-            if self.step % cfg.valid_every == 0 or self.step == cfg.max_steps or out_of_time:
+            scheduled = self.step % cfg.valid_every == 0 or self.step == cfg.max_steps
+            if scheduled or out_of_time:
                 self._log_window()  # the training record of a step before its validation (a no-op if just logged)
-                if self._validate_and_save():
+                if self._validate_and_save(scheduled):
                     stopped = "patience"
                     break
             if out_of_time:
@@ -668,7 +674,7 @@ class _Trainer:
                 break
         self._log_window()  # the last update is always logged (analyze's α trajectory ends where training ended)
         if self._saved_step != self.step:
-            self._validate_and_save()
+            self._validate_and_save(scheduled=False)
         if self.dist.enabled:  # every rank must hold the same weights: record their checksums
             h = hashlib.sha256()
             for p in self.model.parameters():
@@ -679,22 +685,54 @@ class _Trainer:
             self.logger.log({"kind": "final", "step": self.step, "rank_weight_hashes": [int(x) for x in every]})
         return stopped
 
-    def _validate_and_save(self) -> bool:
-        """Validate, checkpoint; True when early stopping triggers."""
+    def _validate_and_save(self, scheduled: bool) -> bool:
+        """Validate, checkpoint; True when early stopping triggers.
+
+        Only ``scheduled`` validations (every ``valid_every`` updates, and at ``max_steps``) count toward
+        ``patience``, against the best of the scheduled ones: the extra validations at a session's end
+        (``max_minutes``) neither count nor move that best, so where sessions end does not change when a run stops.
+        They are still checkpointed with their metric, and the best checkpoint is the best of all.
+        """
         metrics = self.validate()
         value = self._metric(metrics)
         if metrics:
             self.last_metrics = metrics
-            self.logger.log({"kind": "valid", "step": self.step, **metrics})
+            self.logger.log({"kind": "valid", "step": self.step, "scheduled": scheduled, **metrics})
             self._print(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-        improved = value is not None and self.ckpts.is_better(value)
-        if value is not None and not improved:
-            self.bad_validations += 1
-        elif improved:
-            self.bad_validations = 0
+        if scheduled:
+            self.bad_validations, self.patience_best = self._patience_step(
+                self.bad_validations, self.patience_best, value
+            )
         self._save(value)
         stop = self.cfg.patience is not None and self.bad_validations >= self.cfg.patience
         return self._rank0_decides(stop) if self.dist.enabled else stop
+
+    def _recount_patience(self, saved_bad: int) -> tuple[int, float | None]:
+        """(bad validations, best) by the scheduled-validation rule, from the validations in the run log up to the
+        resumed step; the saved counter and the best recorded metric where the log is absent."""
+        try:
+            records = read_log(self.run_dir / "log.jsonl")
+        except (OSError, ValueError):
+            return saved_bad, self.ckpts.best_metric()
+        values = {
+            r["step"]: self._metric(r)
+            for r in records
+            if r.get("kind") == "valid" and r.get("step", 0) <= self.step
+            and (r["step"] % self.cfg.valid_every == 0 or r["step"] == self.cfg.max_steps)
+        }  # fmt: skip
+        bad, best = 0, None
+        for _, value in sorted(values.items()):
+            bad, best = self._patience_step(bad, best, value)
+        return bad, best
+
+    def _patience_step(self, bad: int, best: float | None, value: float | None) -> tuple[int, float | None]:
+        """(bad validations, best) after one scheduled validation of metric ``value`` (None: no metric, no change)."""
+        if value is None:
+            return bad, best
+        lower = self.ckpts.metric_mode == "min"
+        if math.isfinite(value) and (best is None or (value < best if lower else value > best)):
+            return 0, value
+        return bad + 1, best
 
     def _rank0_decides(self, flag: bool) -> bool:
         """Rank 0's value of ``flag`` on every rank (a collective: every rank must call it)."""

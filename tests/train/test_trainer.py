@@ -1,5 +1,6 @@
 """The training loop end to end: train → checkpoint → translate → evaluate, exact resume after SIGKILL, DDP."""
 
+import dataclasses
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from adasparse.train.checkpoint import CheckpointManager, load_checkpoint
 from adasparse.train.config import TrainConfig
 from adasparse.train.loading import load_model
 from adasparse.train.logger import read_log
-from adasparse.train.trainer import _param_groups, train
+from adasparse.train.trainer import _param_groups, _Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
 MULTI30K = ROOT / ".." / "shared" / "data" / "multi30k"
@@ -228,6 +229,36 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     assert res.best_checkpoint.name == "step_00000004"
     kept = [p.name for p in CheckpointManager(tmp_path / "run", create=False).checkpoints()]
     assert kept == ["step_00000004", "step_00000008"]  # the best and the last one
+
+
+@pytest.mark.parametrize("older_checkpoints", [False, True])
+def test_patience_counts_only_scheduled_validations(tmp_path, monkeypatch, older_checkpoints):
+    """A run cut into sessions by max_minutes stops where the uninterrupted run stops: the validations at each
+    session's end are checkpointed but neither count toward patience nor move its best. Checkpoints written
+    before that rule (no saved patience best) are recounted from the run log on resume."""
+    if older_checkpoints:  # no patience best, and a counter the old rule inflated (the recount must not trust it)
+        state = _Trainer._state
+
+        def older(self):
+            st = {k: v for k, v in state(self).items() if k != "patience_best"}
+            return {**st, "bad_validations": 99}
+
+        monkeypatch.setattr(_Trainer, "_state", older)
+    data = _toy_corpus(tmp_path / "data")
+    cfg = _toy_config(data, lr=1e-12, patience=2, max_steps=40, keep_last=2)  # the WER never improves after 4
+    whole = train(cfg, tmp_path / "whole", quiet=True)
+    assert (whole.stopped_because, whole.step) == ("patience", 12)  # 4 best, 8 and 12 no better
+    run = tmp_path / "sessions"
+    res = train(dataclasses.replace(cfg, max_minutes=1e-9), run, quiet=True)  # one update per session
+    sessions = 1
+    while res.stopped_because == "max_minutes":
+        assert res.step == sessions
+        res = train(dataclasses.replace(cfg, max_minutes=1e-9), run, resume=True, quiet=True)
+        sessions += 1
+    assert (res.stopped_because, res.step, sessions) == ("patience", 12, 12)
+    valid = [r for r in read_log(run / "log.jsonl") if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == list(range(1, 13))
+    assert [r["step"] for r in valid if r["scheduled"]] == [4, 8, 12]
 
 
 def test_pairs_beyond_the_model_positions_are_dropped_not_fatal(tmp_path, capsys):
