@@ -129,7 +129,9 @@ class TrainConfig:
     ≈ ¼ · Σ lr over a run (≈ 0.24 in 1,500 updates at lr 1e-3); a larger scale lets short runs find their α.
 
     Stopping: at ``max_steps`` updates, ``max_epochs`` epochs, ``max_minutes`` of training in this session (a
-    resumed run gets ``max_minutes`` again) or ``patience`` validations without improvement.
+    resumed run gets ``max_minutes`` again) or ``patience`` scheduled validations (every ``valid_every`` updates)
+    without improvement on the best of them; the extra validation where a session ends is checkpointed but not
+    counted, so where sessions end does not change when a run stops.
 
     Defaults that scale (``None``, resolved when a run starts and saved with it): ``vocab_size`` = one piece per
     20 words of training text, at least every character plus the special pieces, at most 8,000

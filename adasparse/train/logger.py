@@ -5,7 +5,9 @@ Each JSONL line is one event. Training lines::
     {"kind": "train", "step": 100, "epoch": 0, "loss": 3.21, "lr": 1.7e-4, "tokens_per_s": 5400.0,
      "alpha": {"enc_self": [[α per head] per layer], "dec_self": [...], "context": [...]}, "time": 12.3}
 
-Validation lines have ``"kind": "valid"`` and the metrics (``valid_loss``, ``bleu``, ``chrf``, ``wer``, ...).
+Validation lines have ``"kind": "valid"``, ``"scheduled"`` (true for the validations every ``valid_every`` updates
+and at ``max_steps``, the ones ``patience`` counts; false for the extra one where a session ends) and the metrics
+(``valid_loss``, ``bleu``, ``chrf``, ``wer``, ...).
 Appends are line-atomic (one ``write`` of a full line, flushed), so a killed run leaves a readable log (at
 worst its last line cut short, which :func:`read_log` skips with a warning); on ``--resume`` lines past the resumed step are dropped first, so the log of a resumed run equals an
 uninterrupted one.
