@@ -613,10 +613,13 @@ class CheckpointManager:
 
     def is_better(self, metric: float | None) -> bool:
         """Whether ``metric`` would make a new best: finite, and better than every recorded one."""
+        return self.better(metric, self.best_metric())
+
+    def better(self, metric: float | None, than: float | None) -> bool:
+        """Whether ``metric`` is finite and better than ``than`` by ``metric_mode`` (anything finite beats None)."""
         if not _finite(metric):
             return False
-        best = self.best_metric()
-        return best is None or (metric < best if self.metric_mode == "min" else metric > best)
+        return than is None or (metric < than if self.metric_mode == "min" else metric > than)
 
     def repair_pointers(self) -> None:
         """Rewrite ``latest.json``/``best.json`` where they disagree with the checkpoints."""

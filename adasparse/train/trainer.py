@@ -729,10 +729,7 @@ class _Trainer:
         """(bad validations, best) after one scheduled validation of metric ``value`` (None: no metric, no change)."""
         if value is None:
             return bad, best
-        lower = self.ckpts.metric_mode == "min"
-        if math.isfinite(value) and (best is None or (value < best if lower else value > best)):
-            return 0, value
-        return bad + 1, best
+        return (0, value) if self.ckpts.better(value, best) else (bad + 1, best)
 
     def _rank0_decides(self, flag: bool) -> bool:
         """Rank 0's value of ``flag`` on every rank (a collective: every rank must call it)."""
