@@ -1,6 +1,7 @@
 """Summarise training runs for issue 14 (does learned α learn?): validation curve, α at the start and now per
-attention type (mean, range, a histogram), how far the heads moved, whether their order changed, and which
-heads turned around. Reads only the run folders' ``log.jsonl``.
+attention type (mean, range, a histogram), how far the heads moved (and whether α as a whole left its initial draw:
+a sign test, and the step from which it settled), whether their order changed, and which heads turned around.
+Reads only the run folders' ``log.jsonl``.
 
     python benchmarks/convergence.py runs/g2p-softmax runs/g2p-learned-clamp runs/g2p-learned-sigmoid
 """
@@ -60,6 +61,13 @@ def summarise(run: Path, metric: str, min_move: float) -> str:
             f"- {t}: α start mean {a0.mean():.3f} (range {a0.min():.2f}–{a0.max():.2f}) → now {a1.mean():.3f} "
             f"({a1.min():.2f}–{a1.max():.2f}); moved mean {moved.mean():.3f}, max {moved.max():.3f}; "
             f"order: {swapped} of {pairs} head pairs swapped; histogram now (1.0–2.0 by 0.1): {hist.tolist()}"
+        )
+    m = traj.moved_from_start(min_move)
+    if m["down"] + m["up"]:
+        lines.append(
+            f"- all {m['heads']} heads: {m['down']} ended below their start, {m['up']} above (two-sided sign test "
+            f"p = {m['sign_test_p']:.2g}); mean move {m['mean_move']:.3f}; every head within {min_move} of its final "
+            f"α from step {m['settled_step']}"
         )
     turns = traj.turnarounds(min_move)
     if turns:

@@ -413,6 +413,24 @@ class AlphaTrajectory:
                         )  # fmt: skip
         return out
 
+    def moved_from_start(self, tol: float = 0.05) -> dict[str, Any]:
+        """Whether α as a whole left its initial draw, over all heads of all types: how many heads end below
+        and above their start, the exact two-sided sign test's p-value of that split (the chance of one at least
+        as lopsided if each head were as likely to end up as down), the mean and largest move, and
+        ``settled_step``: the first logged step from which every head stays within ``tol`` of its final α."""
+        a = np.concatenate([x.reshape(x.shape[0], -1) for x in self.alpha.values()], axis=1)  # (N, all heads)
+        start, end = a[0], a[-1]
+        down, up = int((end < start).sum()), int((end > start).sum())
+        n, k = down + up, min(down, up)
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+        far = np.abs(a - end).max(axis=1) > tol  # (N,): some head not yet within tol of its end
+        last_far = int(np.nonzero(far)[0][-1]) if far.any() else -1
+        return {
+            "heads": int(a.shape[1]), "down": down, "up": up, "sign_test_p": p,
+            "mean_move": float(np.abs(end - start).mean()), "max_move": float(np.abs(end - start).max()),
+            "settled_step": int(self.steps[last_far + 1]),
+        }  # fmt: skip
+
 
 def read_alpha_log(path: str | Path) -> AlphaTrajectory:
     """Read the α trajectory from a JSON Lines training log (format in the module docstring).

@@ -5,7 +5,7 @@ Candidates, on the same inputs (q, k, v of shape (B, H, L, D), default H = 16, D
 * ``sdpa-flash``: ``torch.nn.functional.scaled_dot_product_attention`` restricted to the flash backend
   (softmax; the speed to match);
 * ``triton learned α``: :func:`adasparse.kernels.triton_entmax_attention.triton_entmax_attention` with one
-  α per head, ``α = clamp(1 + sigmoid(θ), 1.01, 2)``, θ ~ N(0, 1), gradient to θ included;
+  α per head, ``α = 1.01 + 0.99 · sigmoid(θ)`` (the default map), θ ~ N(0, 1), gradient to θ included;
 * ``triton α=1.5``: the same kernel with a fixed α = 1.5 (no α gradient);
 * ``adasplash α=1.5``: ``adasplash.adasplash`` **at its own defaults** (``alpha=1.5, is_causal=...``, no
   ``niter``: its dispatcher sends causal calls to AdaSplash-2 with ``niter=1`` and non-causal ones to v1 with
@@ -198,7 +198,7 @@ def _reference(q, k, v, alpha, causal: bool):
 
 
 def learned_alpha(theta: torch.Tensor) -> torch.Tensor:
-    return (1 + torch.sigmoid(theta)).clamp(1.01, 2.0)  # (H,)
+    return 1.01 + 0.99 * torch.sigmoid(theta)  # (H,), LearnableAlpha's default map
 
 
 def _candidates(cfg: BenchConfig, theta: torch.Tensor) -> dict[str, Callable]:

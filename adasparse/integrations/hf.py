@@ -363,7 +363,7 @@ def sparsify(
     *,
     alpha_min: float = 1.01,
     alpha_max: float = 2.0,
-    parametrization: str = "clamp",
+    parametrization: str = "sigmoid",
     name: str = DEFAULT_NAME,
 ) -> nn.Module:
     """Switch a loaded ``transformers`` model to α-entmax attention, in place; returns the model.
@@ -377,7 +377,7 @@ def sparsify(
         init: initial learned α: ``"normal"`` (θ ~ N(0, 1) as in the paper) or a number in (1, 2); only with
             ``alpha="learned"``.
         alpha_min, alpha_max: range of a learned α.
-        parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone below ``alpha_min``), see
+        parametrization: ``"sigmoid"`` (default, no dead zone below ``alpha_min``) or ``"clamp"`` (the paper's), see
             :class:`adasparse.LearnableAlpha`.
         name: the name registered with ``transformers`` (see :func:`register`).
 
@@ -430,9 +430,9 @@ def sparsify(
 
     settings = {"alpha": setting, "name": name}
     if setting == "learned":
-        settings.update(init=init, alpha_min=float(alpha_min), alpha_max=float(alpha_max))
-        if parametrization != "clamp":
-            settings["parametrization"] = parametrization
+        settings.update(
+            init=init, alpha_min=float(alpha_min), alpha_max=float(alpha_max), parametrization=parametrization
+        )
     model.config.adasparse = settings
     # saved into config.json by save_pretrained; transformers reads it back as the attention to use, so a
     # sparsified model never reloads silently as a softmax one (see from_pretrained)
@@ -563,6 +563,8 @@ def from_pretrained(model_class, path: str | os.PathLike, **kwargs) -> nn.Module
     with _alpha_keys_expected(model_class, path, kwargs):
         model = model_class.from_pretrained(path, **kwargs)
     extra = {k: settings[k] for k in ("init", "alpha_min", "alpha_max", "parametrization") if k in settings}
+    if settings["alpha"] == "learned":  # saved before the map was stored (and before "sigmoid" was the default)
+        extra.setdefault("parametrization", "clamp")
     sparsify(model, alpha=settings["alpha"], name=name, **extra)
     if settings["alpha"] == "learned":
         _load_learned_alphas(model, path, kwargs.get("revision"))

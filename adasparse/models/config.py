@@ -28,6 +28,7 @@ __all__ = [
     "Seq2SeqConfig",
     "DecoderOnlyConfig",
     "ATTENTION_TYPES",
+    "FORMER_DEFAULTS",
     "tiny",
     "small",
     "base",
@@ -35,6 +36,11 @@ __all__ = [
     "small_lm",
     "base_lm",
 ]
+
+#: model options whose default has changed, with the value that a configuration saved without the option
+#: meant: checkpoints written before still load, and resume, as the model they were. ``alpha_parametrization``
+#: was ``"clamp"`` (the only map) until the G2P runs to convergence made ``"sigmoid"`` the default (issue 14).
+FORMER_DEFAULTS: dict[str, Any] = {"alpha_parametrization": "clamp"}
 
 #: the attention types of the encoder–decoder model, in the order used by reports
 ATTENTION_TYPES = ("enc_self", "dec_self", "context")
@@ -120,9 +126,9 @@ class Seq2SeqConfig(_JsonMixin):
         enc_self, dec_self, context: normalizer of each attention type: ``"softmax"``, ``"sparsemax"``,
             ``"entmax15"``, ``"learned"`` (one α per head) or a number α ≥ 1.
         alpha_init: learned α initialisation: ``"normal"`` (θ ~ N(0, 1), the paper) or a number in (1, 2).
-        alpha_parametrization: learned α as ``"clamp"`` (the paper's ``clamp(1 + sigmoid θ, 1.01, 2)``, whose
-            clamp zeroes θ's gradient below 1.01) or ``"sigmoid"`` (``1.01 + 0.99 · sigmoid θ``, no dead zone);
-            see :class:`adasparse.nn.LearnableAlpha`.
+        alpha_parametrization: learned α as ``"sigmoid"`` (default: ``1.01 + 0.99 · sigmoid θ``, no dead zone)
+            or ``"clamp"`` (the paper's ``clamp(1 + sigmoid θ, 1.01, 2)``, whose clamp zeroes θ's gradient below
+            1.01); see :class:`adasparse.nn.LearnableAlpha`.
         activation: ``"relu"`` (default) or ``"gelu"``.
         scale_embeddings: multiply embeddings by √d_model (Vaswani et al.).
     """
@@ -146,7 +152,7 @@ class Seq2SeqConfig(_JsonMixin):
     dec_self: str | float = "learned"
     context: str | float = "learned"
     alpha_init: str | float = "normal"
-    alpha_parametrization: str = "clamp"
+    alpha_parametrization: str = "sigmoid"
     activation: str = "relu"
     scale_embeddings: bool = True
 
@@ -206,7 +212,7 @@ class DecoderOnlyConfig(_JsonMixin):
     eos_id: int = 2
     self_attn: str | float = "learned"
     alpha_init: str | float = "normal"
-    alpha_parametrization: str = "clamp"
+    alpha_parametrization: str = "sigmoid"
     activation: str = "relu"
     scale_embeddings: bool = True
     positions: str = "sinusoidal"

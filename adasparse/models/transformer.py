@@ -133,7 +133,7 @@ class EncoderLayer(_Block):
         attn_dropout,
         pre_norm,
         activation,
-        alpha_parametrization="clamp",
+        alpha_parametrization="sigmoid",
     ):
         super().__init__(pre_norm, dropout)
         self.self_attn = _mha(d_model, n_heads, normalizer, alpha_init, attn_dropout, alpha_parametrization)
@@ -169,7 +169,7 @@ class DecoderLayer(_Block):
         pre_norm,
         activation,
         context_normalizer=None,
-        alpha_parametrization="clamp",
+        alpha_parametrization="sigmoid",
         qk_transform=None,
     ):
         super().__init__(pre_norm, dropout)

@@ -115,7 +115,7 @@ class _EntmaxHeads(nn.Module):
         self.normalizer = canonical_normalizer(normalizer)
 
     def _make_alpha(
-        self, num_heads: int, alpha_init, alpha_min: float, alpha_max: float, parametrization: str = "clamp"
+        self, num_heads: int, alpha_init, alpha_min: float, alpha_max: float, parametrization: str = "sigmoid"
     ) -> None:
         """Create ``alpha_module`` (subclasses call this where its random draw keeps their initialisation order)."""
         # the normalizer, chosen once: calling alpha_module() gives the kernel's alpha (float or (H,) tensor)
@@ -195,11 +195,11 @@ class MultiheadAttention(_EntmaxHeads):
     Args:
         embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim, batch_first, device, dtype:
             as in ``torch.nn.MultiheadAttention`` (``batch_first=False``: inputs are ``(L, N, E)``).
-        normalizer: ``"learned"`` (default: one α per head, ``α = clamp(1 + sigmoid(θ), alpha_min, alpha_max)``,
-            Correia et al. 2019), ``"softmax"``, ``"sparsemax"``, ``"entmax15"`` or a number α ≥ 1.
+        normalizer: ``"learned"`` (default: one α per head, Correia et al. 2019, in ``[alpha_min, alpha_max]``),
+            ``"softmax"``, ``"sparsemax"``, ``"entmax15"`` or a number α ≥ 1.
         alpha_init: for ``"learned"``: ``"normal"`` (θ ~ N(0, 1), the paper) or an α in (1, 2) for every head.
         alpha_min, alpha_max: range of the learned α (default [1.01, 2]).
-        alpha_parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone), see
+        alpha_parametrization: ``"sigmoid"`` (default, no dead zone) or ``"clamp"`` (the paper's), see
             :class:`adasparse.nn.LearnableAlpha`.
         backend: attention backend of :func:`~adasparse.entmax_attention` (default ``"auto"``).
 
@@ -238,7 +238,7 @@ class MultiheadAttention(_EntmaxHeads):
         alpha_init: str | float = "normal",
         alpha_min: float = 1.01,
         alpha_max: float = 2.0,
-        alpha_parametrization: str = "clamp",
+        alpha_parametrization: str = "sigmoid",
         backend: str = "auto",
     ):
         for name, n in (("embed_dim", embed_dim), ("num_heads", num_heads), ("kdim", kdim), ("vdim", vdim)):
@@ -497,10 +497,10 @@ class Attention(_EntmaxHeads):
         embed_dim: model dimension ``E`` (query input and output size).
         num_heads: number of heads ``H``; ``embed_dim`` must be divisible by it.
         normalizer: ``"softmax"``, ``"sparsemax"``, ``"entmax15"``, a number α ≥ 1, or ``"learned"``
-            (one α per head, ``α = clamp(1 + sigmoid(θ), alpha_min, alpha_max)``, Correia et al. 2019).
+            (one α per head in ``[alpha_min, alpha_max]``, Correia et al. 2019).
         alpha_init: for ``"learned"``: ``"normal"`` (θ ~ N(0, 1), the paper) or an α in (1, 2) for every head.
         alpha_min, alpha_max: range of the learned α (default [1.01, 2]).
-        alpha_parametrization: ``"clamp"`` (the paper's) or ``"sigmoid"`` (no dead zone), see
+        alpha_parametrization: ``"sigmoid"`` (default, no dead zone) or ``"clamp"`` (the paper's), see
             :class:`adasparse.nn.LearnableAlpha`.
         bias: biases in the projections.
         dropout: dropout on the attention probabilities (training only).
@@ -523,7 +523,7 @@ class Attention(_EntmaxHeads):
         alpha_init: str | float = "normal",
         alpha_min: float = 1.01,
         alpha_max: float = 2.0,
-        alpha_parametrization: str = "clamp",
+        alpha_parametrization: str = "sigmoid",
         bias: bool = True,
         dropout: float = 0.0,
         kdim: int | None = None,

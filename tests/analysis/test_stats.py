@@ -388,3 +388,26 @@ def test_alpha_turnarounds_find_heads_that_change_direction():
     assert [(t["head"], t["step"]) for t in turns] == [(0, 500)]
     assert turns[0]["start"] == pytest.approx(1.6) and turns[0]["turn"] == pytest.approx(1.3)
     assert turns[0]["end"] == pytest.approx(1.9)
+
+
+def test_alpha_moved_from_start_counts_heads_tests_the_split_and_finds_when_alpha_settled():
+    from adasparse.analysis.stats import AlphaTrajectory
+
+    steps = np.arange(0, 1100, 100)
+    falls = np.stack(
+        [np.r_[np.linspace(1.6 - h / 10, 1.2 - h / 10, 6), np.full(5, 1.2 - h / 10)] for h in range(5)], -1
+    )
+    rises = np.r_[np.linspace(1.3, 1.5, 9), 1.5, 1.5]  # 0.025 below its end at step 700, 0.05 at 600
+    a = {"enc_self": falls[:, None, :], "context": rises[:, None, None]}  # 6 heads: 5 down, 1 up
+    got = AlphaTrajectory(steps, a).moved_from_start(tol=0.03)
+    assert (got["heads"], got["down"], got["up"]) == (6, 5, 1)
+    assert got["settled_step"] == 700  # the falling heads reach their end at 500, the rising one is near at 700
+    assert got["mean_move"] == pytest.approx((5 * 0.4 + 0.2) / 6) and got["max_move"] == pytest.approx(0.4)
+    # the exact two-sided sign test: P(at most 1 of 6 fair coins one way, either way) = 2 · 7 / 64
+    assert got["sign_test_p"] == pytest.approx(14 / 64)
+    scipy_stats = pytest.importorskip("scipy.stats", reason="scipy (an independent binomial test) is not installed")
+    for down, up in [(5, 1), (23, 1), (10, 10), (0, 7)]:
+        x0 = np.full(down + up, 1.5)
+        x1 = np.r_[np.full(down, 1.2), np.full(up, 1.8)]
+        got = AlphaTrajectory(np.arange(2), {"t": np.stack([x0, x1])[:, None, :]}).moved_from_start()["sign_test_p"]
+        assert got == pytest.approx(scipy_stats.binomtest(down, down + up).pvalue, rel=1e-9), (down, up)

@@ -1,6 +1,7 @@
 """adasparse.integrations.hf on tiny randomly initialised transformers models (and MiniLM from a PyPI package)."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -767,3 +768,25 @@ def test_materialised_padding_and_causal_masks_reach_the_kernel_as_key_padding(k
     monkeypatch.setattr(hf, "_compact_mask", lambda allowed, is_causal: (allowed, is_causal))
     with torch.no_grad():
         torch.testing.assert_close(getattr(model(input_ids=ids, attention_mask=mask), OUTPUT[kind]), out)
+
+
+@pytest.mark.parametrize("parametrization", ["clamp", "sigmoid"])
+def test_the_alpha_map_is_saved_and_an_older_save_reloads_with_the_clamp(parametrization, tmp_path):
+    """The map is stored with the model; a model saved before it was (when the clamp was the only map and the
+    default) reloads with the clamp, not with today's default."""
+    model = hf.sparsify(build("llama"), alpha="learned", parametrization=parametrization)
+    assert hf.sparsify(build("llama")).config.adasparse["parametrization"] == "sigmoid"  # the default
+    model.save_pretrained(tmp_path)
+    cfg_file = tmp_path / "config.json"
+    saved = json.loads(cfg_file.read_text())
+    assert saved["adasparse"]["parametrization"] == parametrization
+    maps = {
+        m.parametrization for m in hf.from_pretrained(type(model), tmp_path).modules() if isinstance(m, LearnableAlpha)
+    }
+    assert maps == {parametrization}
+    del saved["adasparse"]["parametrization"]  # as saved by an older adasparse
+    cfg_file.write_text(json.dumps(saved))
+    maps = {
+        m.parametrization for m in hf.from_pretrained(type(model), tmp_path).modules() if isinstance(m, LearnableAlpha)
+    }
+    assert maps == {"clamp"}

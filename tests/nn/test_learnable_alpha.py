@@ -80,3 +80,30 @@ def test_models_pass_the_parametrization_to_every_learned_head():
     assert heads and all(m.parametrization == "sigmoid" for m in heads)
     with pytest.raises(ValueError, match="alpha_parametrization"):
         tiny("learned", vocab_size=20, alpha_parametrization="tanh")
+
+
+def test_every_learned_alpha_defaults_to_the_map_without_a_dead_zone():
+    """The default follows the G2P runs to convergence (benchmarks/convergence.md): the sigmoid map, everywhere."""
+    from adasparse.models import DecoderOnlyConfig, Seq2SeqConfig, build_model
+    from adasparse.nn import MultiheadAttention
+    from adasparse.nn.multihead import Attention
+
+    modules = {
+        "LearnableAlpha": LearnableAlpha(4),
+        "MultiheadAttention": MultiheadAttention(16, 4).alpha_module,
+        "Attention": Attention(16, 4, normalizer="learned").alpha_module,
+    }
+    for name, cfg in {
+        "Seq2SeqConfig": Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=11, d_model=16, n_heads=4, d_ff=32,
+                                       enc_layers=1, dec_layers=1),
+        "DecoderOnlyConfig": DecoderOnlyConfig(vocab_size=11, d_model=16, n_heads=4, d_ff=32, n_layers=1),
+    }.items():  # fmt: skip
+        found = [m for m in build_model(cfg).modules() if isinstance(m, LearnableAlpha)]
+        assert found, name
+        modules.update({f"{name}[{i}]": m for i, m in enumerate(found)})
+    for name, m in modules.items():
+        assert m.parametrization == "sigmoid", name
+        with torch.no_grad():
+            m.theta.fill_(-6.0)  # α ≈ 1.012, where the clamp would have stopped the gradient
+        m().sum().backward()
+        assert bool((m.theta.grad != 0).all()), name

@@ -434,3 +434,36 @@ def test_divergence_ends_the_run_naming_the_step_and_saves_no_nan(tmp_path, atte
     last = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["kind"] == "train"][-1]
     assert last["step"] == step - 1
     assert all(math.isfinite(a) for layers in last["alpha"].values() for row in layers for a in row)
+
+
+@pytest.mark.parametrize("saved_with", ["an explicit clamp", "no map at all"])
+def test_a_run_from_before_the_sigmoid_default_loads_and_resumes_with_its_clamp(tmp_path, capsys, saved_with):
+    """Runs started when the clamp was the default saved no map in their options (and the oldest none in their
+    model configuration either): they load, and resume, with the clamp they were trained with."""
+    from adasparse.nn import LearnableAlpha
+    from adasparse.train.checkpoint import _write_manifest, read_manifest
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    run = tmp_path / "run"
+    clamp = {"dropout": 0.1, "max_len": 32, "alpha_parametrization": "clamp"}
+    train(_toy_config(data, max_steps=2, valid_every=2, model=clamp), run, quiet=True)
+    ckpt = run / "checkpoints" / "step_00000002"
+    both = json.loads((ckpt / "config.json").read_text())
+    assert both["model"]["alpha_parametrization"] == "clamp"
+    del both["train"]["model"]["alpha_parametrization"]  # as written when the clamp was the default
+    if saved_with == "no map at all":
+        del both["model"]["alpha_parametrization"]  # as written before the option existed
+    (ckpt / "config.json").write_text(json.dumps(both))
+    info = {k: v for k, v in read_manifest(ckpt).items() if k not in ("files", "format_version", "sha256")}
+    _write_manifest(ckpt, info)  # an intact checkpoint of that version
+
+    def maps(path):
+        return {m.parametrization for m in load_model(path)[0].modules() if isinstance(m, LearnableAlpha)}
+
+    assert maps(run) == {"clamp"}
+    assert cli_main(["train", "--out", str(run), "--resume", "--quiet", "--set", "max_steps=4"]) == 0
+    assert "finished at step 4" in capsys.readouterr().out
+    assert maps(run / "checkpoints" / "step_00000004") == {"clamp"}
+    # a new run gets the new default
+    train(_toy_config(data, max_steps=1, valid_every=1), tmp_path / "new", quiet=True)
+    assert maps(tmp_path / "new") == {"sigmoid"}
