@@ -42,6 +42,12 @@ __all__ = [
 #: was ``"clamp"`` (the only map) until the G2P runs to convergence made ``"sigmoid"`` the default (issue 14).
 FORMER_DEFAULTS: dict[str, Any] = {"alpha_parametrization": "clamp"}
 
+
+def saved_model_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A model configuration read from a checkpoint, with :data:`FORMER_DEFAULTS` for the options it predates."""
+    return {**FORMER_DEFAULTS, **saved}
+
+
 #: the attention types of the encoder–decoder model, in the order used by reports
 ATTENTION_TYPES = ("enc_self", "dec_self", "context")
 SHARE_EMBEDDINGS = ("none", "decoder", "all")

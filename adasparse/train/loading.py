@@ -14,7 +14,7 @@ import torch
 
 from ..data.tokenizer import TokenizerPair
 from ..models import build_model
-from ..models.config import FORMER_DEFAULTS, DecoderOnlyConfig, Seq2SeqConfig
+from ..models.config import DecoderOnlyConfig, Seq2SeqConfig, saved_model_config
 from .checkpoint import Checkpoint, CheckpointManager, CorruptCheckpointError, load_checkpoint
 
 __all__ = ["load_model", "model_from_checkpoint", "load_weights_into", "pick_device"]
@@ -89,7 +89,7 @@ def model_from_checkpoint(ckpt: Checkpoint) -> torch.nn.Module:
             f"{cfg_file}: the model's kind is {kind!r}; known kinds: {', '.join(kinds)}", cfg_file
         )
     try:
-        model = build_model(kinds[kind].from_dict({**FORMER_DEFAULTS, **saved}))
+        model = build_model(kinds[kind].from_dict(saved_model_config(saved)))
     except (ValueError, TypeError) as e:
         raise CorruptCheckpointError(f"{cfg_file}: invalid model configuration: {e}", cfg_file) from None
     load_weights_into(model, ckpt)

@@ -42,7 +42,7 @@ import torch
 
 from ..data.tokenizer import TokenizerConfig, TokenizerPair, auto_vocab_size, min_vocab_size
 from ..models import build_model, summary
-from ..models.config import FORMER_DEFAULTS
+from ..models.config import FORMER_DEFAULTS, saved_model_config
 from ..nn import alpha_parameters
 from .checkpoint import (
     CheckpointManager,
@@ -383,14 +383,14 @@ class _Trainer:
         """``cfg`` checked against the options saved in checkpoint ``path``, automatic ones filled from them."""
         try:
             both = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            saved, saved_model = both.get("train") or {}, both.get("model") or {}
+            saved, built = both.get("train") or {}, saved_model_config(both.get("model") or {})
         except (OSError, ValueError, AttributeError):
-            saved, saved_model = {}, {}
+            saved, built = {}, dict(FORMER_DEFAULTS)
 
         # a model default that changed since the run started: the run keeps the model it was built with (its
         # saved model configuration says which; one saved before the option existed had the former default)
         def keep_built(model: dict[str, Any]) -> dict[str, Any]:
-            return {**{k: saved_model.get(k, old) for k, old in FORMER_DEFAULTS.items()}, **model}
+            return {**{k: built[k] for k in FORMER_DEFAULTS}, **model}
 
         cfg = dataclasses.replace(cfg, model=keep_built(cfg.model))
         if isinstance(saved.get("model"), dict):
@@ -451,7 +451,7 @@ class _Trainer:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, device="cpu", verify=not self.dist.is_main)  # rank 0 verified it already
         saved, now = ckpt.config.get("model") or {}, self.model_config.to_dict()
-        saved = {**FORMER_DEFAULTS, **saved} if saved else saved
+        saved = saved_model_config(saved) if saved else saved
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         if saved and differ:
             changes = ", ".join(f"{k}: {saved.get(k)!r} → {now.get(k)!r}" for k in differ)
