@@ -307,6 +307,13 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     from .evaluation import score_g2p, score_translation
 
     refs = read_lines(args.ref)
+    baseline = None
+    if args.baseline is not None:  # checked before decoding, which can take long
+        baseline = read_lines(args.baseline)
+        if len(baseline) != len(refs):
+            return _fail(
+                f"evaluate: --baseline {args.baseline} has {len(baseline)} lines but {args.ref} has {len(refs)}"
+            )
     if args.hyp:
         hyps = read_lines(args.hyp)
     else:
@@ -330,6 +337,12 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     print(score_translation(hyps, refs))
     if args.task == "g2p":
         print(score_g2p(hyps, refs))
+    if baseline is not None:
+        from .evaluation import compare_g2p, compare_translation
+
+        print(f"against --baseline {args.baseline}: {compare_translation(hyps, baseline, refs)}")
+        if args.task == "g2p":
+            print(f"against --baseline {args.baseline}: {compare_g2p([hyps], [baseline], refs)}")
     return 0
 
 
@@ -338,7 +351,7 @@ def _evaluate_text(args: argparse.Namespace) -> int:
     from .data.text import load_text
     from .decode.perplexity import score_text
 
-    given = [f"--{k}" for k in ("ref", "src", "hyp", "output") if getattr(args, k) is not None]
+    given = [f"--{k}" for k in ("ref", "src", "hyp", "output", "baseline") if getattr(args, k) is not None]
     if args.task != "translation":
         given.append(f"--task {args.task}")
     given += [f"--{k.replace('_', '-')}" for k, v in _SEARCH_DEFAULTS.items() if getattr(args, k) != v]
@@ -390,6 +403,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--ref", help="references, one per line (translation mode: required)")
     p.add_argument("--hyp", help="score these outputs instead of translating")
     p.add_argument("--output", help="also write the translations here")
+    p.add_argument(
+        "--baseline",
+        help="another system's outputs on the same test set: also print the paired comparison, system − baseline "
+        "(sacreBLEU's paired bootstrap for BLEU and chrF; with --task g2p, WER and PER differences with paired "
+        "standard errors; adasparse.evaluation.compare_translation / compare_g2p)",
+    )
     p.add_argument(
         "--task", choices=["translation", "g2p"], default="translation", help="g2p adds word and phone error rates"
     )

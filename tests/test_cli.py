@@ -27,6 +27,24 @@ def test_evaluate_checks_line_counts_before_loading_the_model(tmp_path, capsys):
     assert f"{src} has 3 lines but {ref} has 4" in err
 
 
+def test_evaluate_baseline_prints_the_paired_comparisons(tmp_path, capsys):
+    from adasparse.evaluation import compare_g2p, compare_translation
+
+    refs = ["F OW N", "T AH M EY T OW", "K AE T", "D AO G"]
+    hyps = ["F OW N", "T AH M AA T OW", "K AE T S", "D G"]
+    base = ["F OW", "T AH M EY T OW", "K AE T S", "D AO G"]
+    for name, lines in (("r", refs), ("h", hyps), ("b", base)):
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    argv = ["evaluate", "--hyp", str(tmp_path / "h"), "--ref", str(tmp_path / "r"), "--baseline", str(tmp_path / "b")]
+    assert cli_main([*argv, "--task", "g2p"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == f"against --baseline {tmp_path / 'b'}: {compare_translation(hyps, base, refs)}"
+    assert out[-1] == f"against --baseline {tmp_path / 'b'}: {compare_g2p([hyps], [base], refs)}"
+    (tmp_path / "short").write_text("F OW N\n")
+    assert cli_main([*argv[:-1], str(tmp_path / "short")]) == 2
+    assert f"--baseline {tmp_path / 'short'} has 1 lines but {tmp_path / 'r'} has 4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", ""])
 def test_bad_device_name(name):
     with pytest.raises(ValueError, match="device must be"):
