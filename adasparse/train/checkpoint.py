@@ -509,21 +509,32 @@ class CheckpointManager:
 
     The checkpoints themselves are the truth: the latest is the complete checkpoint with the highest step, the
     best the one whose manifest records the best finite metric (the earliest on ties; ``metric_mode`` ``"min"``,
-    e.g. validation loss, or ``"max"``, e.g. BLEU). ``latest.json`` and ``best.json`` are rewritten from them
+    e.g. validation loss, or ``"max"``, e.g. BLEU). Each manifest records its run's ``metric_mode`` too, so a
+    manager opened without one (``metric_mode=None``, e.g. to load a run's best checkpoint) takes the run's own;
+    for checkpoints from before that, the direction of the validation metric in their saved training options
+    (``config.json``'s ``"train"``); ``"min"`` for a run that records neither. A ``metric_mode`` that contradicts
+    the one the run's checkpoints record is refused. ``latest.json`` and ``best.json`` are rewritten from them
     after every save and whenever a writable manager (``create=True``) finds them stale; a pointer naming
     anything but a ``step_N`` folder of this run (``../../other/step_…``, ``[]``) is ignored with a warning.
     Checkpoints written before manifests have no recorded metric: for them ``best.json`` is still read.
     """
 
-    def __init__(self, run_dir: str | Path, keep_last: int = 3, metric_mode: str = "min", create: bool = True):
+    def __init__(self, run_dir: str | Path, keep_last: int = 3, metric_mode: str | None = None, create: bool = True):
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
-        if metric_mode not in ("min", "max"):
-            raise ValueError(f"metric_mode must be 'min' or 'max', got {metric_mode!r}")
+        if metric_mode not in ("min", "max", None):
+            raise ValueError(f"metric_mode must be 'min', 'max' or None (the run's own), got {metric_mode!r}")
         self.root = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
-        self.metric_mode = metric_mode
         self._warned: set[str] = set()
+        recorded = self.recorded_metric_mode()
+        if metric_mode is not None and recorded is not None and metric_mode != recorded[0]:
+            raise ValueError(
+                f"metric_mode={metric_mode!r}, but {recorded[1]} records {recorded[0]!r} (lower is "
+                f"{'better' if recorded[0] == 'min' else 'worse'} for this run's validation metric): the best "
+                "checkpoint would be the worst; open the run with metric_mode=None to use its own"
+            )
+        self.metric_mode = metric_mode or (recorded[0] if recorded else "min")
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
             self._remove_leftovers()
@@ -581,6 +592,29 @@ class CheckpointManager:
             self._warn(f"ignoring {f}: it must name a step_N checkpoint folder of this run, not {target or info!r}")
             return None
         return info if _complete(self.root / target) else None
+
+    def recorded_metric_mode(self) -> tuple[str, Path] | None:
+        """The ``metric_mode`` this run's checkpoints record, newest first, and the file that says so: a manifest's
+        ``metric_mode``, else (checkpoints from before it was recorded) the direction of the validation metric in
+        the saved training options; ``None`` when no checkpoint says."""
+        from .config import metric_mode_of, valid_metric_of
+
+        found = list(reversed(self.checkpoints()))
+        for p in found:
+            try:
+                mode = (read_manifest(p) or {}).get("metric_mode")
+            except CorruptCheckpointError:
+                continue
+            if mode in ("min", "max"):
+                return mode, p / MANIFEST_FILE
+        for p in found:
+            try:
+                train = json.loads((p / CONFIG_FILE).read_text(encoding="utf-8")).get("train")
+            except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+                continue
+            if isinstance(train, dict):
+                return metric_mode_of(valid_metric_of(train)), p / CONFIG_FILE
+        return None
 
     def _metric_of(self, path: Path) -> float | None:
         try:
@@ -642,10 +676,10 @@ class CheckpointManager:
                 atomic_write_json(f, info)
 
     def save(self, step: int, metric: float | None = None, **kwargs: Any) -> Path:
-        """:func:`save_checkpoint` as ``step_{step}`` (the step and a finite ``metric`` go into its manifest), then
-        rewrite the pointers and prune old checkpoints."""
+        """:func:`save_checkpoint` as ``step_{step}`` (the step, a finite ``metric`` and the ``metric_mode`` go into
+        its manifest), then rewrite the pointers and prune old checkpoints."""
         name = self.name_for(step)
-        info = {"step": step, "metric": float(metric) if _finite(metric) else None}
+        info = {"step": step, "metric": float(metric) if _finite(metric) else None, "metric_mode": self.metric_mode}
         path = save_checkpoint(self.root / name, info=info, **kwargs)
         self.repair_pointers()
         self.prune()

@@ -25,6 +25,9 @@ __all__ = [
     "auto_log_every",
     "RESUMABLE_OPTIONS",
     "AUTO_OPTIONS",
+    "LOWER_IS_BETTER",
+    "valid_metric_of",
+    "metric_mode_of",
 ]
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -94,6 +97,23 @@ RESUMABLE_OPTIONS = (
 )  # fmt: skip
 # options whose default (None) is chosen from the data and max_steps when a run starts (see TrainConfig)
 AUTO_OPTIONS = ("vocab_size", "warmup_steps", "log_every")
+
+
+LOWER_IS_BETTER = frozenset({"loss", "wer", "per"})
+
+
+def valid_metric_of(options: dict[str, Any]) -> str:
+    """The validation metric of training options (a :class:`TrainConfig` as a dict, or a checkpoint's saved
+    ``"train"`` options): ``metric``, or by default ``bleu`` for translation and ``loss`` for ``task=lm``."""
+    metric = options.get("metric")
+    if metric is not None:
+        return str(metric)
+    return "loss" if options.get("task") == "lm" else "bleu"
+
+
+def metric_mode_of(metric: str) -> str:
+    """``"min"`` for a metric where lower is better (:data:`LOWER_IS_BETTER`), else ``"max"``."""
+    return "min" if metric in LOWER_IS_BETTER else "max"
 
 
 @dataclass(frozen=True)
@@ -308,9 +328,12 @@ class TrainConfig:
     @property
     def valid_metric(self) -> str:
         """The validation metric: ``metric``, or by default ``bleu`` for translation and ``loss`` for ``task=lm``."""
-        if self.metric is not None:
-            return self.metric
-        return "loss" if self.task == "lm" else "bleu"
+        return valid_metric_of({"metric": self.metric, "task": self.task})
+
+    @property
+    def metric_mode(self) -> str:
+        """``"min"`` when a lower :attr:`valid_metric` is better (loss, WER, PER), else ``"max"`` (BLEU, chrF)."""
+        return metric_mode_of(self.valid_metric)
 
     @property
     def smoothing(self) -> float:

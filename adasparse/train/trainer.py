@@ -71,8 +71,6 @@ __all__ = ["train", "TrainResult", "TrainingDiverged", "saved_train_options"]
 
 log = logging.getLogger(__name__)
 
-_LOWER_IS_BETTER = {"loss", "wer", "per"}
-
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm of an update was not finite: the run stops before applying it.
@@ -278,7 +276,7 @@ class _Trainer:
         self.ckpts = CheckpointManager(
             run_dir,
             keep_last=cfg.keep_last,
-            metric_mode="min" if cfg.valid_metric in _LOWER_IS_BETTER else "max",
+            metric_mode=cfg.metric_mode,
             create=self.dist.is_main,
         )
         self.resume_from = self._pick_resume() if resume else None

@@ -20,6 +20,7 @@ from adasparse.train.checkpoint import (
     flatten_state,
     load_checkpoint,
     load_weights,
+    read_manifest,
     resolve_checkpoint,
     restore_rng_state,
     save_checkpoint,
@@ -383,3 +384,41 @@ def test_half_deleted_older_folder_is_not_listed_and_is_cleared(tmp_path, caplog
     with caplog.at_level("WARNING", logger="adasparse.train.checkpoint"):
         CheckpointManager(tmp_path)
     assert "removing the incomplete checkpoint folder" in caplog.text and not half.exists()
+
+
+def test_a_run_opened_without_metric_mode_takes_its_own(tmp_path):
+    """A BLEU run (higher is better) opened to load its best checkpoint must not pick the lowest BLEU."""
+    run = tmp_path / "run"
+    mgr = CheckpointManager(run, keep_last=5, metric_mode="max")
+    for step, bleu in ((1, 10.0), (2, 30.0), (3, 20.0)):
+        _save(mgr, step, bleu)
+    assert read_manifest(mgr.root / "step_00000002")["metric_mode"] == "max"
+    reader = CheckpointManager(run, create=False)
+    assert reader.metric_mode == "max" and reader.best().name == "step_00000002" and reader.best_metric() == 30.0
+    assert load_checkpoint(reader.best()).trainer_state["step"] == 2
+    with pytest.raises(ValueError, match=r"metric_mode='min', but .*step_00000003/manifest.json records 'max'"):
+        CheckpointManager(run, metric_mode="min", create=False)
+    assert CheckpointManager(run, metric_mode="max").best().name == "step_00000002"
+    assert CheckpointManager(tmp_path / "empty", create=False).metric_mode == "min"  # nothing recorded
+
+
+@pytest.mark.parametrize(
+    ("train_options", "mode", "best"),
+    [
+        ({"metric": "bleu", "task": "translation"}, "max", "step_00000002"),
+        ({"metric": None, "task": "translation"}, "max", "step_00000002"),  # the default metric: BLEU
+        ({"metric": "chrf"}, "max", "step_00000002"),
+        ({"metric": "wer"}, "min", "step_00000001"),
+        ({"metric": None, "task": "lm"}, "min", "step_00000001"),  # the default for a language model: loss
+        (None, "min", "step_00000001"),  # no saved options at all
+    ],
+)
+def test_checkpoints_from_before_the_recorded_mode_take_it_from_their_options(tmp_path, train_options, mode, best):
+    root = tmp_path / "run" / "checkpoints"
+    for step, metric in ((1, 10.0), (2, 30.0), (3, 20.0)):
+        config = {"model": {}} if train_options is None else {"model": {}, "train": train_options}
+        save_checkpoint(root / CheckpointManager.name_for(step), model_state=Tiny().state_dict(), config=config,
+                        trainer_state={"step": step}, info={"step": step, "metric": metric})  # fmt: skip
+    assert "metric_mode" not in read_manifest(root / "step_00000001")
+    mgr = CheckpointManager(tmp_path / "run", create=False)
+    assert mgr.metric_mode == mode and mgr.best().name == best

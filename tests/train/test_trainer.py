@@ -467,3 +467,24 @@ def test_a_run_from_before_the_sigmoid_default_loads_and_resumes_with_its_clamp(
     # a new run gets the new default
     train(_toy_config(data, max_steps=1, valid_every=1), tmp_path / "new", quiet=True)
     assert maps(tmp_path / "new") == {"sigmoid"}
+
+
+@pytest.mark.parametrize("written", ["now", "before the mode was recorded"])
+def test_load_model_of_a_bleu_run_is_its_highest_bleu(tmp_path, written):
+    """``load_model(RUN)`` (``evaluate``/``translate``/``analyze --checkpoint RUN``) opens a run without knowing its
+    metric: for BLEU, higher is better, so the best checkpoint is the highest BLEU, never the lowest."""
+    from adasparse.train.checkpoint import _write_manifest, read_manifest
+
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=8)
+    run = tmp_path / "run"
+    train(_toy_config(data, metric="bleu"), run, quiet=True)  # validations at 4, 8, 12
+    for step, bleu in ((4, 10.0), (8, 30.0), (12, 20.0)):  # give the checkpoints distinct scores
+        ckpt = run / "checkpoints" / CheckpointManager.name_for(step)
+        info = {k: v for k, v in read_manifest(ckpt).items() if k not in ("files", "format_version", "sha256")}
+        assert info["metric_mode"] == "max"
+        info["metric"] = bleu
+        if written != "now":
+            del info["metric_mode"]
+        _write_manifest(ckpt, info)
+    assert load_model(run)[2].path.name == "step_00000008"
+    assert load_model(run / "checkpoints")[2].path.name == "step_00000008"
