@@ -2,17 +2,20 @@
 # Carry unfinished (or just finished) runs to the next session: for each run folder, its log and its newest intact
 # checkpoint, with its best one when that is older, replace benchmarks/carry/<name>/ (assembled aside, then renamed).
 #   bash benchmarks/carry/carry.sh runs/g2p-entmax15 runs/m30k-paper-learned ...
+#   bash benchmarks/carry/carry.sh --best-only runs/g2p-softmax     # a finished run: its best checkpoint alone
 set -euo pipefail
+BEST_ONLY=0
+if [ "${1:-}" = "--best-only" ]; then BEST_ONLY=1; shift; fi
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 for run in "$@"; do
   name=$(basename "$run")
   dst=benchmarks/carry/$name
-  mapfile -t keep < <("$PY" - "$run" <<'EOF'
+  mapfile -t keep < <("$PY" - "$run" "$BEST_ONLY" <<'EOF'
 import sys
 from adasparse.train.checkpoint import CheckpointManager
 m = CheckpointManager(sys.argv[1], create=False)  # the run's own metric direction (its manifests)
-latest, _ = m.latest_intact()
+latest = None if sys.argv[2] == "1" else m.latest_intact()[0]
 for p in dict.fromkeys(p for p in (latest, m.best()) if p is not None):
     print(p)
 EOF
