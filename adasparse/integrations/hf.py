@@ -324,7 +324,7 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _inline_attention_classes(model: nn.Module) -> list[str]:
-    """Class names of attention modules that compute attention themselves (e.g. Falcon's): modules named
+    """Class names of attention modules that compute attention themselves (e.g. Bloom's): modules named
     ``*Attention`` that neither dispatch through ``AttentionInterface`` nor contain a module that does."""
     dispatching = {n for n, _ in attention_modules(model)}
     names = set()
