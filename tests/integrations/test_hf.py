@@ -105,6 +105,26 @@ def tiny_gpt_oss():
     return transformers.GptOssForCausalLM(cfg)
 
 
+def tiny_falcon():
+    if not _calls_the_interface("Falcon"):
+        pytest.skip(
+            f"Falcon computes attention inline in transformers {transformers.__version__} (it dispatches from 5.25)"
+        )
+    cfg = transformers.FalconConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, initializer_range=0.5,
+        pad_token_id=0,
+    )  # fmt: skip
+    return transformers.FalconForCausalLM(cfg)
+
+
+def _calls_the_interface(name):
+    """Whether ``{name}Attention.forward`` in the installed transformers calls the attention interface (read from
+    its source, not through adasparse)."""
+    module = importlib.import_module(f"transformers.models.{name.lower()}.modeling_{name.lower()}")
+    src = inspect.getsource(getattr(module, f"{name}Attention").forward)
+    return "ALL_ATTENTION_FUNCTIONS" in src or "AttentionInterface" in src
+
+
 def padded_batch(seed=0, lengths=(7, 5)):
     """input ids (B, S) with right padding (pad id 0) and the 2-D attention mask."""
     g = torch.Generator().manual_seed(seed)
@@ -128,7 +148,7 @@ def model_inputs(kind, seed=0):
 
 BUILDERS = {
     "bert": tiny_bert, "llama": tiny_llama, "t5": tiny_t5, "marian": tiny_marian, "gemma2": tiny_gemma2,
-    "gpt_oss": tiny_gpt_oss,
+    "gpt_oss": tiny_gpt_oss, "falcon": tiny_falcon,
 }  # fmt: skip
 OUTPUT = {k: "logits" for k in BUILDERS} | {"bert": "last_hidden_state"}
 
@@ -142,7 +162,7 @@ def build(kind, seed=0):
 # α = 1 is the model's own eager attention
 
 
-@pytest.mark.parametrize("kind", ["bert", "llama", "t5", "marian", "gemma2", "gpt_oss"])
+@pytest.mark.parametrize("kind", ["bert", "llama", "t5", "marian", "gemma2", "gpt_oss", "falcon"])
 def test_alpha_one_equals_eager(kind):
     model = build(kind)
     if kind in ("gemma2", "gpt_oss"):
@@ -519,11 +539,7 @@ def _inline_model():
     """The first candidate whose ``*Attention.forward`` (read from the installed transformers' source, not through
     adasparse) never calls the attention interface."""
     for name, config in _INLINE_CANDIDATES.items():
-        attn = getattr(
-            importlib.import_module(f"transformers.models.{name.lower()}.modeling_{name.lower()}"), f"{name}Attention"
-        )
-        src = inspect.getsource(attn.forward)
-        if "ALL_ATTENTION_FUNCTIONS" not in src and "AttentionInterface" not in src:
+        if not _calls_the_interface(name):
             return name, getattr(transformers, f"{name}ForCausalLM")(config())
     pytest.skip(
         f"none of {list(_INLINE_CANDIDATES)} computes attention inline in transformers {transformers.__version__}"
