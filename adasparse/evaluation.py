@@ -146,6 +146,16 @@ def score_translation(hyps: Sequence[str], refs: Sequence[str]) -> TranslationSc
     return TranslationScores(b, c, b_sig, c_sig)
 
 
+def _ratio_se(values: Sequence[float], lengths: Sequence[int], ratio: float) -> float:
+    """Standard error of the ratio ``Σ values / Σ lengths`` (= ``ratio``) over items, by linearisation (module
+    docstring); NaN for fewer than two items."""
+    n = len(lengths)
+    if n < 2:
+        return float("nan")
+    resid = sum((x - ratio * m) ** 2 for x, m in zip(values, lengths))
+    return math.sqrt(resid / (n * (n - 1))) / (sum(lengths) / n)
+
+
 def score_g2p(hyps: Sequence[str], refs: Sequence[str]) -> G2PScores:
     """Word and phone error rates (percent) of grapheme-to-phoneme output, with their standard errors."""
     _check(hyps, refs)
@@ -159,10 +169,7 @@ def score_g2p(hyps: Sequence[str], refs: Sequence[str]) -> G2PScores:
     p = sum(wrong) / n
     ratio = sum(errors) / total
     wer_se = math.sqrt(p * (1 - p) / n) if n > 1 else float("nan")
-    per_se = float("nan")
-    if n > 1:
-        resid = sum((e - ratio * m) ** 2 for e, m in zip(errors, lengths))
-        per_se = math.sqrt(resid / (n * (n - 1))) / (total / n)
+    per_se = _ratio_se(errors, lengths, ratio)
     return G2PScores(100.0 * p, 100.0 * ratio, 100.0 * wer_se, 100.0 * per_se, n)
 
 
@@ -250,10 +257,7 @@ def compare_g2p(hyps: Sequence[Sequence[str]], baseline: Sequence[Sequence[str]]
     wer_se = math.sqrt(sum((x - wer_diff) ** 2 for x in d) / (n * (n - 1))) if n > 1 else float("nan")
     de = [a - b for a, b in zip(ea, eb)]
     per_diff = sum(de) / total
-    per_se = float("nan")
-    if n > 1:
-        resid = sum((x - per_diff * m) ** 2 for x, m in zip(de, lengths))
-        per_se = math.sqrt(resid / (n * (n - 1))) / (total / n)
+    per_se = _ratio_se(de, lengths, per_diff)
 
     def p(diff: float, se: float) -> float:
         return _two_sided_p(diff / se) if se > 0 else float("nan")
