@@ -14,6 +14,12 @@ keeps its options (only :data:`~adasparse.train.config.RESUMABLE_OPTIONS` may ch
 fingerprint of the pairs) and continues from its newest *intact* checkpoint (each one carries a manifest of
 checksums; damaged ones are moved aside with a warning).
 
+Interruption: SIGINT (Ctrl-C) or SIGTERM (``kill``, a job scheduler's pre-emption, ``torchrun`` passing it on)
+lets the update under way finish, writes a checkpoint at that update (without validating, so it takes
+seconds) and returns with ``stopped_because`` ``"interrupted (SIGTERM)"``; nothing since the last checkpoint
+is lost, and ``--resume`` continues bit-exactly. A second signal stops at once (``KeyboardInterrupt``), keeping
+the last complete checkpoint. In a distributed run a signal to any rank stops every rank at the same update.
+
 Safety: the run folder is locked for the life of the run (:mod:`adasparse.train.lock`); a non-finite loss or
 gradient norm ends the run with :class:`TrainingDiverged` before the update is applied, so no NaN reaches the
 weights, α or a checkpoint.
@@ -33,6 +39,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +100,42 @@ class TrainResult:
     best_checkpoint: Path | None
     last_metrics: dict[str, float]
     stopped_because: str
+
+
+class _StopOnSignal:
+    """While active (in the main thread), SIGINT and SIGTERM set :attr:`signum` instead of killing the process,
+    so the loop can finish its update and checkpoint; a second signal raises ``KeyboardInterrupt`` at once.
+    Elsewhere (not the main thread, where Python cannot install handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # asked twice: stop now
+            self._restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def _restore(self) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+        self._previous = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -591,7 +635,8 @@ class _Trainer:
         bar = _Progress(self.cfg, self.step) if self.dist.is_main and not self.quiet else None
         finished = False
         try:
-            stopped = self._loop(bar)
+            with _StopOnSignal() as stop:
+                stopped = self._loop(bar, stop)
             finished = True
         finally:
             if bar is not None:
@@ -625,7 +670,7 @@ class _Trainer:
         self._window = {"steps": 0, "loss": 0.0, "tokens": 0, "all": 0, "t0": time.perf_counter()}
         return rec
 
-    def _loop(self, bar: _Progress | None) -> str:
+    def _loop(self, bar: _Progress | None, stop: _StopOnSignal | None = None) -> str:
         cfg = self.cfg
         batches = self._batches()
         stopped = "max_steps"
@@ -671,8 +716,14 @@ class _Trainer:
                         "about that (the automatic warmup scales with it) or a smaller warmup_steps",
                     )
             out_of_time = budget is not None and self.session_elapsed >= budget
-            if budget is not None and self.dist.enabled:
-                out_of_time = self._rank0_decides(out_of_time)  # clocks differ: a lone rank stopping would hang
+            signalled = stop is not None and stop.signum is not None
+            if self.dist.enabled:  # every rank must stop at the same update, or the others hang
+                out_of_time, signalled = self._ranks_agree(out_of_time, signalled)
+            if signalled:  # SIGINT / SIGTERM: checkpoint this update now (no validation: seconds, not minutes)
+                self._log_window()
+                self._save(None)
+                stopped = f"interrupted ({stop.name or 'signal on another rank'})"
+                break
             scheduled = self.step % cfg.valid_every == 0 or self.step == cfg.max_steps
             if scheduled or out_of_time:
                 self._log_window()  # the training record of a step before its validation (a no-op if just logged)
@@ -740,6 +791,13 @@ class _Trainer:
         if value is None:
             return bad, best
         return (0, value) if self.ckpts.better(value, best) else (bad + 1, best)
+
+    def _ranks_agree(self, out_of_time: bool, signalled: bool) -> tuple[bool, bool]:
+        """(rank 0's out_of_time, whether any rank was signalled), the same on every rank (a collective): clocks
+        differ, so rank 0's decides the time budget; a signal may reach one rank only, so any rank's counts."""
+        t = torch.tensor([float(out_of_time and self.dist.is_main), float(signalled)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t[0].item()), bool(t[1].item())
 
     def _rank0_decides(self, flag: bool) -> bool:
         """Rank 0's value of ``flag`` on every rank (a collective: every rank must call it)."""

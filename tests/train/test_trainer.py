@@ -139,6 +139,105 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     assert strip(read_log(run / "log.jsonl")) == strip(read_log(full.run_dir / "log.jsonl"))
 
 
+def _signal_when_logged(cmd, log: Path, env, sig, step: int = 2, pick=None) -> subprocess.CompletedProcess:
+    """Run ``cmd``; once ``log`` holds a train record of ``step`` or later, send ``sig`` to the process (or to
+    ``pick(proc)``, another pid) and wait for it to end."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            recs = read_log(log) if log.is_file() else []
+            if any(r["kind"] == "train" and r["step"] >= step for r in recs):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"training ended before the signal: {proc.stderr.read()[-2000:]}"
+        os.kill(pick(proc) if pick else proc.pid, sig)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "", err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_checkpoints_the_update_under_way_and_resume_is_exact(tmp_path, sig):
+    """SIGTERM (a scheduler's pre-emption) or Ctrl-C: the run finishes its update, writes a checkpoint of exactly
+    that update (nothing since the last scheduled one is lost), exits with 128 + the signal, and --resume ends
+    with the weights of the uninterrupted run."""
+    data = _toy_corpus(tmp_path / "data")
+    cfg = _toy_config(data, max_steps=60, valid_every=50, log_every=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    run = tmp_path / "stopped"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "adasparse", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(run)]
+    out = _signal_when_logged(cmd, run / "log.jsonl", env, sig)
+    assert out.returncode == 128 + sig, out.stderr[-2000:]
+    last = max(r["step"] for r in read_log(run / "log.jsonl") if r["kind"] == "train")
+    assert 2 <= last < 50  # between scheduled checkpoints
+    assert f"interrupted ({signal.Signals(sig).name}) at step {last}" in out.stderr and "--resume" in out.stderr
+    ckpts = CheckpointManager(run, create=False)
+    assert ckpts.latest().name == f"step_{last:08d}"
+    assert not [r for r in read_log(run / "log.jsonl") if r["kind"] == "valid"]  # saved without validating
+
+    resumed = train(cfg, run, resume=True, quiet=True)
+    full = train(cfg, tmp_path / "full", quiet=True)
+    assert resumed.step == full.step == 60
+    a, b = _weights(full.run_dir / "checkpoints" / "step_00000060"), _weights(run / "checkpoints" / "step_00000060")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_second_signal_stops_at_once_and_handlers_are_restored():
+    from adasparse.train.trainer import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM and stop.name == "SIGTERM"  # the first only asks
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _rank_pid(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of ``torchrun``'s worker of ``rank`` (Linux: from /proc)."""
+    for _ in range(500):
+        for child in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+            try:
+                environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in environ:
+                return int(child)
+        time.sleep(0.02)
+    raise AssertionError(f"no worker of rank {rank} under pid {launcher.pid}")
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not Path("/proc/self/task").is_dir(),
+    reason="needs torch.distributed and Linux /proc to find a worker",
+)
+def test_ddp_a_signal_to_one_rank_stops_every_rank_at_the_same_update(tmp_path):
+    data = _toy_corpus(tmp_path / "data")
+    cfg = _toy_config(data, max_steps=400, valid_every=400, log_every=1, model={"dropout": 0.0, "max_len": 32})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "adasparse", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(run), "--quiet",
+    ]  # fmt: skip
+    out = _signal_when_logged(cmd, run / "log.jsonl", env, signal.SIGTERM, pick=lambda p: _rank_pid(p, 1))
+    assert out.returncode != 0  # torchrun reports its workers' exit status 143
+    log = read_log(run / "log.jsonl")
+    last = max(r["step"] for r in log if r["kind"] == "train")
+    assert 2 <= last < 400
+    final = [r for r in log if r["kind"] == "final"]
+    assert len(final) == 1 and final[0]["step"] == last and len(set(final[0]["rank_weight_hashes"])) == 1
+    assert CheckpointManager(run, create=False).latest().name == f"step_{last:08d}"
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     data = _toy_corpus(tmp_path / "data")
