@@ -34,3 +34,27 @@ def test_demo_set_overrides_its_training_options(tmp_path, capsys):
     assert "learned α" not in out and "enc_self  layer 0: 1.500" in out and "α moved" not in out
     assert cli_main([*args, "--set", "max_stepz=3"]) == 2
     assert "unknown training options ['max_stepz']" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_demo_after_checkpointing_its_training(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from adasparse.train.checkpoint import CheckpointManager
+    from adasparse.train.trainer import _Trainer
+
+    step = _Trainer._train_step
+
+    def ctrl_c_at_the_third_update(self, micro):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # handled in this (the main) thread before the loop checks
+        return step(self, micro)
+
+    monkeypatch.setattr(_Trainer, "_train_step", ctrl_c_at_the_third_update)
+    data = _toy_corpus(tmp_path / "data", n_train=60, n_valid=10)
+    code = run_demo(data_dir=str(data), out=tmp_path / "d", minutes=5, src_lang="in", tgt_lang="out")
+    assert code == 130
+    out = capsys.readouterr().out
+    assert "interrupted (SIGINT) at step 3: demo stopped" in out and "test:" not in out
+    assert CheckpointManager(tmp_path / "d" / "run", create=False).latest().name == "step_00000003"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the demo's caller gets Ctrl-C back
