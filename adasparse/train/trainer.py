@@ -93,7 +93,11 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What a finished run reports: its folder, last step, best checkpoint and last validation metrics."""
+    """What a finished run reports: its folder, last step, best checkpoint and last validation metrics.
+
+    ``stopped_because``: ``"max_steps"``, ``"max_epochs"``, ``"max_minutes"``, ``"patience"``, or
+    ``"interrupted (SIGINT)"`` / ``"interrupted (SIGTERM)"`` (checkpointed at ``step``; ``resume=True`` continues).
+    """
 
     run_dir: Path
     step: int
