@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
 from . import __version__
@@ -102,14 +101,13 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:  # the run failed (not a usage error): exit status 1
         print(f"adasparse train: error: {e}", file=sys.stderr)
         return 1
-    if result.stopped_because.startswith("interrupted"):  # SIGINT / SIGTERM: checkpointed at the last update
-        name = result.stopped_because[len("interrupted (") : -1]
+    if result.interrupted_by:  # SIGINT / SIGTERM: checkpointed at the last update
         print(
             f"adasparse train: {result.stopped_because} at step {result.step}; a checkpoint of that step was written. "
             "Continue with the same command and --resume.",
             file=sys.stderr,
         )
-        return 128 + int(getattr(signal.Signals, name, signal.SIGTERM))  # the shell's convention: 130, 143
+        return 128 + result.interrupted_by  # the shell's convention: 130, 143
     print(f"finished at step {result.step} ({result.stopped_because}); best checkpoint: {result.best_checkpoint}")
     return 0
 

@@ -101,9 +101,9 @@ def run_demo(
         f" (run folder {out / 'run'})"
     )
     result = train(cfg, out / "run", overwrite=True)  # a demo always starts afresh
-    if result.stopped_because.startswith("interrupted"):  # Ctrl-C / SIGTERM: stop the demo, not only training
+    if result.interrupted_by:  # Ctrl-C / SIGTERM: stop the demo, not only training
         print(f">> {result.stopped_because} at step {result.step}: demo stopped (its run folder: {out / 'run'})")
-        return 130 if "SIGINT" in result.stopped_because else 143
+        return 128 + result.interrupted_by
     model, toks, ckpt = load_model(result.best_checkpoint or out / "run")
     print(f">> best checkpoint: {ckpt.path} (step {ckpt.step})")
 

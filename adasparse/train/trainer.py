@@ -96,7 +96,8 @@ class TrainResult:
     """What a finished run reports: its folder, last step, best checkpoint and last validation metrics.
 
     ``stopped_because``: ``"max_steps"``, ``"max_epochs"``, ``"max_minutes"``, ``"patience"``, or
-    ``"interrupted (SIGINT)"`` / ``"interrupted (SIGTERM)"`` (checkpointed at ``step``; ``resume=True`` continues).
+    ``"interrupted (SIGINT)"`` / ``"interrupted (SIGTERM)"`` (checkpointed at ``step``; ``resume=True`` continues),
+    when ``interrupted_by`` is that signal's number.
     """
 
     run_dir: Path
@@ -104,6 +105,7 @@ class TrainResult:
     best_checkpoint: Path | None
     last_metrics: dict[str, float]
     stopped_because: str
+    interrupted_by: int | None = None
 
 
 class _StopOnSignal:
@@ -139,6 +141,7 @@ class _StopOnSignal:
 
     @property
     def name(self) -> str:
+        """The received signal's name ("SIGTERM"), or "" before one arrives."""
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
 
@@ -418,6 +421,7 @@ class _Trainer:
         self.patience_best: float | None = None  # the best metric of the scheduled validations (what patience counts)
         self.elapsed = 0.0
         self.last_metrics: dict[str, float] = {}
+        self.interrupted_by: int | None = None  # the signal that stopped this session (SIGINT / SIGTERM)
         if self.resume_from is not None:
             self._restore(self.resume_from)
         resume_step = self.step if self.resume_from else None
@@ -647,7 +651,7 @@ class _Trainer:
                 bar.close(finished)
             self.logger.close()
         best = self.ckpts.best() or self.ckpts.latest()
-        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped)
+        return TrainResult(self.run_dir, self.step, best, self.last_metrics, stopped, self.interrupted_by)
 
     def _note(self, bar: _Progress | None, msg: str) -> None:
         if bar is not None:
@@ -720,13 +724,14 @@ class _Trainer:
                         "about that (the automatic warmup scales with it) or a smaller warmup_steps",
                     )
             out_of_time = budget is not None and self.session_elapsed >= budget
-            signalled = stop is not None and stop.signum is not None
+            signum = (stop.signum if stop is not None else None) or 0
             if self.dist.enabled:  # every rank must stop at the same update, or the others hang
-                out_of_time, signalled = self._ranks_agree(out_of_time, signalled)
-            if signalled:  # SIGINT / SIGTERM: checkpoint this update now (no validation: seconds, not minutes)
+                out_of_time, signum = self._ranks_agree(out_of_time, signum)
+            if signum:  # SIGINT / SIGTERM: checkpoint this update now (no validation: seconds, not minutes)
                 self._log_window()
                 self._save(None)
-                stopped = f"interrupted ({stop.name or 'signal on another rank'})"
+                self.interrupted_by = signum
+                stopped = f"interrupted ({signal.Signals(signum).name})"
                 break
             scheduled = self.step % cfg.valid_every == 0 or self.step == cfg.max_steps
             if scheduled or out_of_time:
@@ -796,12 +801,12 @@ class _Trainer:
             return bad, best
         return (0, value) if self.ckpts.better(value, best) else (bad + 1, best)
 
-    def _ranks_agree(self, out_of_time: bool, signalled: bool) -> tuple[bool, bool]:
-        """(rank 0's out_of_time, whether any rank was signalled), the same on every rank (a collective): clocks
+    def _ranks_agree(self, out_of_time: bool, signum: int) -> tuple[bool, int]:
+        """(rank 0's out_of_time, the signal any rank received or 0), the same on every rank (a collective): clocks
         differ, so rank 0's decides the time budget; a signal may reach one rank only, so any rank's counts."""
-        t = torch.tensor([float(out_of_time and self.dist.is_main), float(signalled)], device=self.device)
+        t = torch.tensor([float(out_of_time and self.dist.is_main), float(signum)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t[0].item()), bool(t[1].item())
+        return bool(t[0].item()), int(t[1].item())
 
     def _rank0_decides(self, flag: bool) -> bool:
         """Rank 0's value of ``flag`` on every rank (a collective: every rank must call it)."""
