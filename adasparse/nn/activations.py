@@ -164,7 +164,7 @@ class LearnableAlpha(nn.Module):
 
 def alpha_parameters(module: nn.Module) -> list[nn.Parameter]:
     """The θ of every :class:`LearnableAlpha` inside ``module`` (each once), e.g. to give them their own
-    learning rate: Adam moves a parameter by about ``lr`` per update, so α = 1 + sigmoid(θ) travels at
+    learning rate: Adam moves a parameter by about ``lr`` per update, so α (slope ≤ ¼ in θ, either map) travels at
     most ≈ ¼ · Σ lr over a run at the model's rate. ::
 
         theta = alpha_parameters(model)

@@ -144,9 +144,9 @@ class TrainConfig:
     linear ``warmup_steps``, then ∝ 1/√step) or ``"noam"`` (OpenNMT-py's: ``lr`` is the noam factor, the rate
     is ``lr · d_model^{-1/2} · min(step^{-1/2}, step · warmup^{-3/2})``) —, label smoothing, gradient
     clipping, accumulation. ``recipe="paper"`` sets the paper's options (see :data:`RECIPES`).
-    ``alpha_lr_scale`` multiplies the learning rate of the learned-α parameters θ (α = 1 + sigmoid(θ)):
-    Adam moves each θ by at most about ``lr`` per update, so with the paper's 1× α can travel only
-    ≈ ¼ · Σ lr over a run (≈ 0.24 in 1,500 updates at lr 1e-3); a larger scale lets short runs find their α.
+    ``alpha_lr_scale`` multiplies the learning rate of the learned-α parameters θ (by default
+    α = 1.01 + 0.99 · sigmoid θ): Adam moves each θ by at most about ``lr`` per update, so with the paper's 1×
+    α can travel only ≈ ¼ · Σ lr over a run (≈ 0.24 in 1,500 updates at lr 1e-3); a larger scale lets short runs find their α.
 
     Stopping: at ``max_steps`` updates, ``max_epochs`` epochs, ``max_minutes`` of training in this session (a
     resumed run gets ``max_minutes`` again) or ``patience`` scheduled validations (every ``valid_every`` updates)
