@@ -170,7 +170,8 @@ class _EntmaxHeads(nn.Module):
 def _mask_parts(mask: Tensor, name: str) -> tuple[Tensor | None, Tensor | None]:
     """A PyTorch mask → ``(allowed, bias)`` in our convention: bool ``True`` = not allowed becomes
     ``allowed = ~mask``; a float mask becomes its ``-inf`` entries (``allowed``) plus its other entries (``bias``,
-    None when all zero, so that PyTorch-style float masks of 0/-inf, e.g. a causal one, reach the fast kernels)."""
+    None when all zero, so that PyTorch-style float masks of 0/-inf, e.g. a causal one, reach the fast kernels;
+    kept when the mask requires grad, so that a learned bias that starts at zero still gets its gradient)."""
     if mask.dtype == torch.bool:
         return ~mask, None
     if not mask.is_floating_point():
@@ -180,7 +181,7 @@ def _mask_parts(mask: Tensor, name: str) -> tuple[Tensor | None, Tensor | None]:
     blocked = mask == float("-inf")
     rest = mask.masked_fill(blocked, 0.0)
     any_blocked, any_rest = torch.stack([blocked.any(), (rest != 0).any()]).tolist()  # one device sync
-    return (~blocked if any_blocked else None), (rest if any_rest else None)
+    return (~blocked if any_blocked else None), (rest if any_rest or mask.requires_grad else None)
 
 
 class MultiheadAttention(_EntmaxHeads):

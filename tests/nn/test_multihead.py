@@ -355,6 +355,28 @@ def test_dropout_in_training_equals_torch_with_the_same_seed():
     assert not torch.equal(ours(q, k, k)[0], ours.eval()(q, k, k)[0])
 
 
+@pytest.mark.parametrize("which", ["attn_mask", "key_padding_mask", "causal+bias"])
+def test_a_learned_float_mask_that_starts_at_zero_gets_torchs_gradient(which):
+    """A float mask that is a parameter (a learned position bias, zero at the start, or a causal -inf mask plus
+    such a bias) takes part in autograd as in PyTorch: it gets the same gradient, not None."""
+    ref, ours = _pair(batch_first=True)
+    x = _x(DN, DL, DE).double()  # (N, L, E)
+    causal = torch.zeros(DL, DL, dtype=torch.float64).masked_fill(~torch.ones(DL, DL, dtype=torch.bool).tril(), NEG)
+    grads = []
+    for m in (ref, ours):
+        shape = (DN, DL) if which == "key_padding_mask" else (DL, DL)
+        bias = nn.Parameter(torch.zeros(shape, dtype=torch.float64))
+        if which == "key_padding_mask":
+            out = m(x, x, x, key_padding_mask=bias)[0]
+        else:
+            out = m(x, x, x, attn_mask=bias + causal if which == "causal+bias" else bias)[0]
+        out.pow(2).sum().backward()
+        assert bias.grad is not None
+        grads.append(bias.grad)
+    assert grads[0].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-10, rtol=1e-8)
+
+
 def _bisect_entmax(z: Tensor, alpha: Tensor) -> Tensor:
     """Independent float64 α-entmax (α > 1) by bisection on τ: p = [(α−1)z − τ]₊^{1/(α−1)}, Σp = 1."""
     x = z * (alpha - 1)
