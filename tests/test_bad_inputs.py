@@ -22,7 +22,7 @@ from adasparse.train.lock import RunLock
 from adasparse.train.logger import read_log
 from adasparse.train.trainer import train
 
-from .train.test_trainer import _toy_config, _toy_corpus
+from .train.test_trainer import _toy_config, _toy_corpus, _tree
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,7 @@ class Env:
     run: Path  # a private copy of the tiny run
     stdin: bytes | None = None
     context: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
+    snapshot: dict[str, bytes] = field(default_factory=dict)  # a folder's files before the command
 
     @property
     def ckpts(self) -> list[Path]:
@@ -294,6 +295,36 @@ def _resume_nothing(e: Env) -> list[str]:
     return ["train", "--out", str(e.tmp / "typo"), "--resume"]
 
 
+def _resume_with_data_nothing(e: Env) -> list[str]:
+    return [*e.train_args(), "--out", str(e.tmp / "typo"), "--resume"]
+
+
+def _check_no_typo_folder(e: Env, out: str) -> None:
+    assert not (e.tmp / "typo").exists()
+
+
+def _resume_all_damaged(e: Env) -> list[str]:
+    for c in e.ckpts:
+        _flip_bit(c / "model.safetensors")
+    return e.resume_args("--set", "max_steps=6")
+
+
+def _out_is_a_checkpoint(e: Env) -> list[str]:
+    e.snapshot = _tree(e.run)
+    return [*e.train_args(), "--out", str(e.ckpts[-1]), "--resume"]
+
+
+def _overwrite_with_a_bad_corpus(e: Env) -> list[str]:
+    d = _corpus_copy(e, "short")
+    (d / "train.out").write_text("".join((d / "train.out").read_text().splitlines(True)[:-1]))
+    e.snapshot = _tree(e.run)
+    return [*e.train_args(d), "--out", str(e.run), "--overwrite"]
+
+
+def _check_run_untouched(e: Env, out: str) -> None:
+    assert _tree(e.run) == e.snapshot
+
+
 def _output_folder_missing(e: Env) -> list[str]:
     return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
 
@@ -357,6 +388,14 @@ CASES = [
     Case("train: --resume --set lr=…", _resume_other_lr, 2, ("cannot resume", "lr: 0.003 → 0.1")),
     Case("train: --resume on a folder without checkpoints", _resume_nothing, 2,
          ("--resume:", "typo holds no checkpoint to resume",)),
+    Case("train: --resume, --data and a folder without checkpoints", _resume_with_data_nothing, 2,
+         ("typo holds no checkpoint to resume", "leave out --resume"), check=_check_no_typo_folder),
+    Case("train: --resume when every checkpoint is damaged", _resume_all_damaged, 2,
+         ("no intact checkpoint", "model.safetensors is damaged")),
+    Case("train: --out is a checkpoint folder", _out_is_a_checkpoint, 2,
+         ("is a checkpoint folder, not a run folder",), check=_check_run_untouched),
+    Case("train: --overwrite with a corpus that cannot be read", _overwrite_with_a_bad_corpus, 2,
+         ("train.out",), check=_check_run_untouched),
     Case("train: --resume --recipe paper on a run without it", _resume_with_a_recipe, 2,
          ("cannot resume", "recipe (--recipe): None → 'paper'")),
     Case("translate: --output into a missing folder", _output_folder_missing, 2,

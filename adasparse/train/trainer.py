@@ -55,6 +55,7 @@ from ..nn import alpha_parameters
 from .checkpoint import (
     CheckpointManager,
     CorruptCheckpointError,
+    _complete,
     capture_rng_state,
     load_checkpoint,
     read_manifest,
@@ -196,8 +197,14 @@ def _resolve_auto(cfg: TrainConfig, corpus, task) -> tuple[TrainConfig, list[str
 
 def saved_train_options(run_dir: str | Path) -> dict[str, Any] | None:
     """The training options stored in the checkpoint ``--resume`` will continue from (the newest intact one
-    of ``run_dir``); ``None`` if there is none."""
-    ckpt, _ = CheckpointManager(run_dir, create=False).latest_intact()  # damaged ones: --resume reports them
+    of ``run_dir``); ``None`` if there is none; :class:`CorruptCheckpointError` when all it holds are damaged."""
+    ckpt, damaged = CheckpointManager(run_dir, create=False).latest_intact()  # newer damaged ones: --resume says
+    if ckpt is None and damaged:
+        raise CorruptCheckpointError(
+            f"cannot resume {run_dir}: no intact checkpoint ("
+            + "; ".join(why for _, why in damaged)
+            + "); start again with --overwrite"
+        )
     if ckpt is None:
         return None
     try:
@@ -292,8 +299,15 @@ class _Trainer:
         torch.manual_seed(cfg.seed)
         self._setup_run_dir(resume, overwrite)
         train_corpus = self._setup_data()
-        self._setup_tokenizers(train_corpus)
-        self._setup_batchers(train_corpus)
+        try:
+            self._setup_tokenizers(train_corpus)
+            self._setup_batchers(train_corpus)
+        except BaseException:
+            if self.resume_from is None and self.dist.is_main:  # the new tokenizers of a run that cannot start
+                shutil.rmtree(self.run_dir / ".tokenizer-new", ignore_errors=True)
+            raise
+        if self.resume_from is None:  # the data, tokenizers and batchers are good: only now is anything replaced
+            self._start_new_run()
         self._setup_model()
         self._setup_state()
         self._print(
@@ -314,38 +328,58 @@ class _Trainer:
         self.amp = _amp_dtype(cfg.amp, self.device)
 
     def _setup_run_dir(self, resume: bool, overwrite: bool) -> None:
-        """The run folder, cleared with ``overwrite``; its checkpoints; the one to resume from and its options."""
+        """The run folder; with ``resume`` its checkpoints, the one to resume from and its options. A new run
+        (``overwrite`` too) touches nothing here: :meth:`_start_new_run` clears and writes once the data and
+        tokenizers have been read and checked, so a bad corpus or option costs no earlier run."""
         cfg, run_dir = self.cfg, self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and CheckpointManager(run_dir, create=False).checkpoints():
-            if not overwrite:
-                raise ValueError(
-                    f"{run_dir} already holds the checkpoints of a run: pass --resume to continue it, "
-                    "--overwrite to start again from scratch, or choose another --out"
-                )
-            self._clear_run_dir()
-        self.ckpts = CheckpointManager(
-            run_dir,
-            keep_last=cfg.keep_last,
-            metric_mode=cfg.metric_mode,
-            create=self.dist.is_main,
-        )
-        self.resume_from = self._pick_resume() if resume else None
-        if resume and self.resume_from is None:
-            self._print(f"--resume: no checkpoint under {run_dir}/checkpoints yet, starting from scratch")
-        if self.resume_from is not None:  # the run's own options; only RESUMABLE_OPTIONS may change
-            self.cfg = self._resumed_config(cfg, self.resume_from)
+        self.resume_from = None
+        self._clear_old = False
+        if not resume:
+            if CheckpointManager(run_dir, create=False).checkpoints():
+                if not overwrite:
+                    raise ValueError(
+                        f"{run_dir} already holds the checkpoints of a run: pass --resume to continue it, "
+                        "--overwrite to start again from scratch, or choose another --out"
+                    )
+                self._clear_old = True
+            return
+        _check_resumable(run_dir)
+        self._open_checkpoints()
+        self.resume_from = self._pick_resume()
+        self.cfg = self._resumed_config(cfg, self.resume_from)  # the run's own; only RESUMABLE_OPTIONS may change
 
-    def _clear_run_dir(self) -> None:
-        """``--overwrite``: delete the earlier run's checkpoints and TensorBoard folder (rank 0; others wait)."""
+    def _open_checkpoints(self) -> None:
+        cfg = self.cfg
+        self.ckpts = CheckpointManager(
+            self.run_dir, keep_last=cfg.keep_last, metric_mode=cfg.metric_mode, create=self.dist.is_main
+        )
+
+    def _start_new_run(self) -> None:
+        """A new run: ``--overwrite`` deletes the earlier one now, the tokenizers move into place, and the
+        checkpoint folder is opened (rank 0 writes; the others wait)."""
+        if self.dist.enabled:  # every rank has read the new tokenizers before they move
+            torch.distributed.barrier()
         if self.dist.is_main:
-            for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
-                if (self.run_dir / sub).exists():
-                    trash = self.run_dir / f".trash-{sub}-{os.getpid()}"
-                    os.replace(self.run_dir / sub, trash)
-                    shutil.rmtree(trash, ignore_errors=True)
+            if self._clear_old:
+                self._clear_run_dir()
+            tok_dir = self.run_dir / "tokenizer"
+            if tok_dir.exists():  # renamed first: a kill leaves no half-deleted folder
+                trash = self.run_dir / f".trash-tokenizer-{os.getpid()}"
+                os.replace(tok_dir, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(self._new_tokenizer_dir, tok_dir)
         if self.dist.enabled:
             torch.distributed.barrier()
+        self._open_checkpoints()
+
+    def _clear_run_dir(self) -> None:
+        """``--overwrite``: delete the earlier run's checkpoints and TensorBoard folder (rank 0)."""
+        for sub in ("checkpoints", "tensorboard"):  # renamed first: a kill leaves no half-deleted folder
+            if (self.run_dir / sub).exists():
+                trash = self.run_dir / f".trash-{sub}-{os.getpid()}"
+                os.replace(self.run_dir / sub, trash)
+                shutil.rmtree(trash, ignore_errors=True)
 
     def _setup_data(self):
         """Read the corpora (``self.valid``; the training corpus is returned), fingerprint them and, for a new
@@ -378,9 +412,12 @@ class _Trainer:
         if self.resume_from is not None:
             self.tokenizers = TokenizerPair.load(self.resume_from / "tokenizer")
             return
-        tok_dir = self.run_dir / "tokenizer"
+        # written beside the run's ``tokenizer/``, which :meth:`_start_new_run` replaces once all is checked
+        tok_dir = self._new_tokenizer_dir = self.run_dir / ".tokenizer-new"
         if self.dist.is_main:
             self._print(f"training tokenizer ({self.cfg.tokenizer}) on the training data")
+            if tok_dir.exists():  # left by a run that failed here
+                shutil.rmtree(tok_dir)
             self.task.train_tokenizers(train_corpus, _tokenizer_config(self.cfg)).save(tok_dir)
         if self.dist.enabled:
             torch.distributed.barrier()
@@ -815,6 +852,14 @@ class _Trainer:
         return bool(t.item())
 
 
+def _check_resumable(run_dir: Path) -> None:
+    if not CheckpointManager(run_dir, create=False).checkpoints():
+        raise ValueError(
+            f"--resume: {run_dir} holds no checkpoint to resume (none under {run_dir / 'checkpoints'}): "
+            "check --out, or leave out --resume to start a new run there"
+        )
+
+
 def _launch_rank() -> int:
     """This process's rank as ``torchrun`` announces it (0 outside a distributed launch)."""
     return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
@@ -825,8 +870,9 @@ def train(
 ) -> TrainResult:
     """Train a sequence-to-sequence model (see the module docstring); returns a :class:`TrainResult`.
 
-    ``resume`` continues from the run folder's latest checkpoint; without it a folder that already holds
-    checkpoints is an error unless ``overwrite`` (which deletes them first). The run folder is locked for the
+    ``resume`` continues from the run folder's latest checkpoint (a folder without one is an error); without it
+    a folder that already holds checkpoints is an error unless ``overwrite``, which deletes them once the new
+    run's data and tokenizers have been read and checked. The run folder is locked for the
     whole call (:class:`~adasparse.train.lock.RunLock`): a second run on it fails at once naming this one's PID.
     In a distributed run rank 0 takes the lock before the process group forms, so no rank touches the folder
     before it is held.
@@ -837,6 +883,13 @@ def train(
             "--overwrite deletes it and starts again; give one of them"
         )
     run_dir = Path(run_dir)
+    if _complete(run_dir) or (run_dir.parent.name == "checkpoints" and CheckpointManager.step_of(run_dir)):
+        raise ValueError(
+            f"--out {run_dir} is a checkpoint folder, not a run folder: give the run's folder "
+            f"({run_dir.parent.parent if run_dir.parent.name == 'checkpoints' else run_dir.parent} here)"
+        )
+    if resume and _launch_rank() == 0:  # before the lock creates the folder: a mistyped --out is left alone
+        _check_resumable(run_dir)
     with RunLock(run_dir, enabled=_launch_rank() == 0):
         try:
             return _Trainer(cfg, run_dir, resume, quiet, overwrite).fit()

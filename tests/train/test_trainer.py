@@ -101,6 +101,38 @@ def test_train_logs_alpha_and_checkpoints(tmp_path):
     assert again.best_checkpoint.name == "step_00000004"
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_bad_new_run_costs_the_old_run_nothing(tmp_path):
+    """--overwrite deletes the earlier run only once the new data, tokenizers and batchers have been checked;
+    --resume with no checkpoint and an --out that is a checkpoint folder are errors that touch nothing."""
+    data = _toy_corpus(tmp_path / "data")
+    run = tmp_path / "run"
+    train(_toy_config(data, max_steps=4), run, quiet=True)
+    before = _tree(run)
+    bad = _toy_corpus(tmp_path / "bad")
+    (bad / "train.out").write_text("".join((bad / "train.out").read_text().splitlines(True)[:-1]))  # one line short
+    with pytest.raises(ValueError, match="train.out"):
+        train(_toy_config(bad, max_steps=4), run, quiet=True, overwrite=True)
+    long = _toy_corpus(tmp_path / "long")  # every pair longer than the model's positions: fails in the batchers
+    for name in ("train.in", "train.out"):
+        (long / name).write_text("".join(" ".join(["a"] * 40) + "\n" for _ in range(20)))
+    with pytest.raises(ValueError):
+        train(_toy_config(long, max_steps=4), run, quiet=True, overwrite=True)
+    ckpt = CheckpointManager(run, create=False).latest()
+    with pytest.raises(ValueError, match="checkpoint folder, not a run folder"):
+        train(_toy_config(data, max_steps=8), ckpt, quiet=True, resume=True)
+    with pytest.raises(ValueError, match="checkpoint folder, not a run folder"):
+        train(_toy_config(data, max_steps=8), ckpt, quiet=True)
+    assert _tree(run) == before  # checkpoints, tokenizer and log byte for byte
+    with pytest.raises(ValueError, match="holds no checkpoint to resume"):
+        train(_toy_config(data, max_steps=4), tmp_path / "typo", quiet=True, resume=True)
+    assert not (tmp_path / "typo").exists()
+    assert train(_toy_config(data, max_steps=8), run, quiet=True, resume=True).step == 8
+
+
 def _kill_after_checkpoint(cmd, run_dir: Path, env) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
