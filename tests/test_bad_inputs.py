@@ -325,6 +325,16 @@ def _check_run_untouched(e: Env, out: str) -> None:
     assert _tree(e.run) == e.snapshot
 
 
+def _max_len_ratio_nan(e: Env) -> list[str]:
+    return e.translate("--input", e.src_file(), "--max-len-ratio", "nan")
+
+
+def _config_not_utf8(e: Env) -> list[str]:
+    cfg = e.tmp / "train.yaml"
+    cfg.write_bytes(b"preset: tiny\n# caf\xe9\n")
+    return [*e.train_args(), "--out", str(e.tmp / "new"), "--config", str(cfg)]
+
+
 def _output_folder_missing(e: Env) -> list[str]:
     return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
 
@@ -400,6 +410,9 @@ CASES = [
          ("cannot resume", "recipe (--recipe): None → 'paper'")),
     Case("translate: --output into a missing folder", _output_folder_missing, 2,
          ("--output", "the folder", "missing does not exist")),
+    Case("translate: --max-len-ratio nan", _max_len_ratio_nan, 2,
+         ("max_len_ratio (--max-len-ratio) must be a finite number >= 0, got nan",)),
+    Case("train: a config file that is not UTF-8", _config_not_utf8, 2, ("train.yaml, line 2: not valid UTF-8",)),
     Case("translate: --batch-tokens 0", _batch_tokens_zero, 2, ("--batch-tokens must be >= 1, got 0",)),
     Case("train: batch_tokens smaller than a sentence", _batch_tokens_too_small, 2,
          ("batch_tokens=3:", "longer than max_tokens=3")),

@@ -48,8 +48,11 @@ def _is_gzip(path: Path) -> bool:
 
 def decode_lines(raw_lines: Iterable[bytes], name: str | Path) -> Iterator[str]:
     """Decode byte lines as UTF-8, stripped of surrounding space; ``ValueError`` naming ``name`` and the 1-based
-    line number for a line that is not valid UTF-8 (``name`` is a file, or e.g. ``"<stdin>"``)."""
+    line number for a line that is not valid UTF-8 (``name`` is a file, or e.g. ``"<stdin>"``). A byte-order mark
+    opening the first line (files saved by some Windows editors) is dropped, as Python's ``utf-8-sig`` does."""
     for lineno, raw in enumerate(raw_lines, start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -28,6 +28,7 @@ output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,10 +57,20 @@ class SearchConfig:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.length_penalty_kind not in _LP_KINDS:
             raise ValueError(f"length_penalty_kind must be one of {_LP_KINDS}, got {self.length_penalty_kind!r}")
-        if self.length_penalty < 0:
-            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
-        if self.max_len_ratio < 0 or self.max_len < 1:
-            raise ValueError(f"need max_len_ratio >= 0 and max_len >= 1, got {self.max_len_ratio}, {self.max_len}")
+        for name in ("length_penalty", "max_len_ratio"):  # nan and inf would pass a plain >= 0
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{name} ({flag}) must be a finite number >= 0, got {value!r}")
+        if isinstance(self.max_len_offset, bool) or not isinstance(self.max_len_offset, int) or self.max_len_offset < 0:
+            raise ValueError(f"max_len_offset (--max-len-offset) must be an int >= 0, got {self.max_len_offset!r}")
+        if self.max_len_ratio == 0 and self.max_len_offset < 2:
+            raise ValueError(
+                f"max_len_ratio=0 with max_len_offset={self.max_len_offset} leaves no room for a single token before "
+                "the end of the sentence: give max_len_offset >= 2 (--max-len-offset)"
+            )
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {self.max_len}")
 
 
 @dataclass

@@ -488,7 +488,13 @@ def load_train_config(
             raise FileNotFoundError(
                 f"training config {p} " + ("is a folder, not a file" if p.is_dir() else "does not exist")
             )
-        text = p.read_text(encoding="utf-8")
+        try:
+            text = p.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = p.read_bytes()[: e.start].count(b"\n") + 1
+            raise ValueError(
+                f"training config {p}, line {line}: not valid UTF-8 (byte {e.start}); save it as UTF-8"
+            ) from None
         if p.suffix == ".json":
             try:
                 loaded = json.loads(text)

@@ -138,3 +138,12 @@ def test_unreadable_corpus_json_names_it(tmp_path):
     (tmp_path / "corpus.json").write_text("{oops")
     with pytest.raises(ValueError, match=r"corpus.json is not valid JSON"):
         find_corpus(tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_byte_order_mark_is_not_part_of_the_first_word(tmp_path, gz):
+    """Windows editors may open a UTF-8 file with U+FEFF; it is read as Python's utf-8-sig reads it (dropped at
+    the start of the file only; one inside a line is text and stays)."""
+    raw = "\ufeffgrün\r\nhallo \ufeffwelt\n".encode()
+    f = _write(tmp_path / ("bom.txt.gz" if gz else "bom.txt"), None, gz=gz, raw=raw)
+    assert read_lines(f) == raw.decode("utf-8-sig").replace("\r", "").splitlines() == ["grün", "hallo \ufeffwelt"]

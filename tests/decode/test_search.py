@@ -195,6 +195,20 @@ def test_reorder_nested_and_errors():
         SearchConfig(beam_size=0)
     with pytest.raises(ValueError, match="length_penalty_kind"):
         SearchConfig(length_penalty_kind="wu")
+    # values that would cut every output short or rank hypotheses by nan, silently: refused, naming the flag
+    for bad, flag in (
+        (dict(max_len_ratio=math.nan), "--max-len-ratio"),
+        (dict(max_len_ratio=math.inf), "--max-len-ratio"),
+        (dict(max_len_ratio=-1.0), "--max-len-ratio"),
+        (dict(length_penalty=math.nan), "--length-penalty"),
+        (dict(length_penalty=math.inf), "--length-penalty"),
+        (dict(max_len_offset=-100), "--max-len-offset"),
+        (dict(max_len_offset=2.5), "--max-len-offset"),
+        (dict(max_len_ratio=0.0, max_len_offset=1), "--max-len-offset"),
+    ):
+        with pytest.raises(ValueError, match=flag):
+            SearchConfig(**bad)
+    SearchConfig(max_len_ratio=1.5, max_len_offset=0)  # round(1.5 · L) leaves room: allowed
     with pytest.raises(ValueError, match="eos_id"):
         greedy_search(
             object(), torch.ones(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), pad_id=0, bos_id=1
