@@ -193,18 +193,31 @@ def _read_input(path: str | None) -> list[str]:
     return read_lines(path)
 
 
+def _check_output(path: str | None) -> None:
+    """``--output`` can be written (its folder exists and is writable, it is not a folder): checked before the
+    decoding, which can take long, and again when writing."""
+    if path in (None, "-"):
+        return
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"--output {path} is a folder; give a file name (e.g. {p / 'output.txt'})")
+    if not p.parent.is_dir():
+        raise FileNotFoundError(f"--output {path}: the folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--output {path}: the folder {p.parent} is not writable")
+
+
 def _write_output(path: str | None, lines: list[str]) -> None:
     text = "".join(line + "\n" for line in lines)
     if path in (None, "-"):
         sys.stdout.write(text)
         return
-    from pathlib import Path
-
     from ._io import atomic_write_text
 
-    folder = Path(path).parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--output {path}: the folder {folder} does not exist")
+    _check_output(path)
     atomic_write_text(path, text)
 
 
@@ -277,6 +290,7 @@ def _translate(args: argparse.Namespace) -> int:
     if _is_lm(model):
         return _fail(_lm_refused("translate", ckpt))
     lines = _read_input(args.input)
+    _check_output(args.output)
     hyps = translate_lines(model, toks, lines, _search_config(args), max_tokens=args.batch_tokens)
     _write_output(args.output, hyps)
     return 0
@@ -314,6 +328,8 @@ def _evaluate_translation(args: argparse.Namespace) -> int:
     from .evaluation import score_g2p, score_translation
 
     refs = read_lines(args.ref)
+    if not args.hyp:
+        _check_output(args.output)
     baseline = None
     if args.baseline is not None:  # checked before decoding, which can take long
         baseline = read_lines(args.baseline)
@@ -474,6 +490,7 @@ def _generate(args: argparse.Namespace) -> int:
         prompts = _read_input(args.input)
     else:
         prompts = [""]  # one text from scratch
+    _check_output(args.output)
     model, toks, ckpt = _load(args)
     if not _is_lm(model):
         return _fail(_seq2seq_refused("generate", ckpt))
@@ -632,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, OSError, RunLockedError) as e:  # bad values; missing/unreadable paths; a run folder in use
         return _fail(str(e))
+    except KeyboardInterrupt:  # Ctrl-C (train and demo say what they checkpointed themselves)
+        print(f"\nadasparse {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from safetensors.torch import load_file, save_file
@@ -335,6 +336,32 @@ def _config_not_utf8(e: Env) -> list[str]:
     return [*e.train_args(), "--out", str(e.tmp / "new"), "--config", str(cfg)]
 
 
+def _no_decoding(e: Env) -> None:
+    """Fail the test if anything is decoded: the error must come first."""
+    e.context = mock.patch("adasparse.decode.translate.translate_lines", side_effect=AssertionError("decoded first"))
+
+
+def _output_is_a_folder(e: Env) -> list[str]:
+    _no_decoding(e)
+    (e.tmp / "outdir").mkdir()
+    return e.translate("--input", e.src_file(), "--output", str(e.tmp / "outdir"))
+
+
+def _evaluate_output_missing_folder(e: Env) -> list[str]:
+    _no_decoding(e)
+    src = e.src_file()
+    return ["evaluate", "--checkpoint", str(e.run), "--src", src, "--ref", src, "--output", str(e.tmp / "no" / "h.txt")]
+
+
+def _ctrl_c_while_translating(e: Env) -> list[str]:
+    e.context = mock.patch("adasparse.decode.translate.translate_lines", side_effect=KeyboardInterrupt)
+    return e.translate("--input", e.src_file(), "--output", str(e.tmp / "out.txt"))
+
+
+def _check_nothing_written(e: Env, out: str) -> None:
+    assert not (e.tmp / "out.txt").exists() and not list(e.tmp.glob(".out.txt*"))
+
+
 def _output_folder_missing(e: Env) -> list[str]:
     return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
 
@@ -413,6 +440,12 @@ CASES = [
     Case("translate: --max-len-ratio nan", _max_len_ratio_nan, 2,
          ("max_len_ratio (--max-len-ratio) must be a finite number >= 0, got nan",)),
     Case("train: a config file that is not UTF-8", _config_not_utf8, 2, ("train.yaml, line 2: not valid UTF-8",)),
+    Case("translate: --output is a folder (found before decoding)", _output_is_a_folder, 2,
+         ("--output", "outdir is a folder; give a file name",)),
+    Case("evaluate: --output into a missing folder (found before decoding)", _evaluate_output_missing_folder, 2,
+         ("--output", "the folder", "no does not exist")),
+    Case("translate: Ctrl-C", _ctrl_c_while_translating, 130, ("adasparse translate: interrupted",),
+         check=_check_nothing_written),
     Case("translate: --batch-tokens 0", _batch_tokens_zero, 2, ("--batch-tokens must be >= 1, got 0",)),
     Case("train: batch_tokens smaller than a sentence", _batch_tokens_too_small, 2,
          ("batch_tokens=3:", "longer than max_tokens=3")),
