@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..ops.entmax import entmax, entmax15, sparsemax
+from ..ops.entmax import _check_k, entmax, entmax15, sparsemax
 from ..ops.normalizers import (
     PARAMETRIZATIONS,  # noqa: F401  (re-exported: its former home)
     check_alpha_init,
@@ -55,31 +55,33 @@ class Entmax(nn.Module):
 
 
 class Sparsemax(nn.Module):
-    """Sparsemax (α = 2) along ``dim`` (see :func:`adasparse.sparsemax`)."""
+    """Sparsemax (α = 2) along ``dim`` (see :func:`adasparse.sparsemax`; ``k`` as there: no effect)."""
 
-    def __init__(self, dim: int = -1):
+    def __init__(self, dim: int = -1, k: int | None = None):
         super().__init__()
-        self.dim = dim
+        _check_k(k)
+        self.dim, self.k = dim, k
 
     def forward(self, x: Tensor) -> Tensor:
         return sparsemax(x, self.dim)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"dim={self.dim}" + (f", k={self.k}" if self.k is not None else "")
 
 
 class Entmax15(nn.Module):
-    """1.5-entmax along ``dim`` (see :func:`adasparse.entmax15`)."""
+    """1.5-entmax along ``dim`` (see :func:`adasparse.entmax15`; ``k`` as there: no effect)."""
 
-    def __init__(self, dim: int = -1):
+    def __init__(self, dim: int = -1, k: int | None = None):
         super().__init__()
-        self.dim = dim
+        _check_k(k)
+        self.dim, self.k = dim, k
 
     def forward(self, x: Tensor) -> Tensor:
         return entmax15(x, self.dim)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return f"dim={self.dim}" + (f", k={self.k}" if self.k is not None else "")
 
 
 class LearnableAlpha(nn.Module):

@@ -44,6 +44,7 @@ Conventions shared by all mappings here:
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 from torch import Tensor
@@ -370,14 +371,26 @@ def entmax(x: Tensor, alpha: float | Tensor = 1.5, dim: int = -1) -> Tensor:
     return _apply(x.movedim(dim, -1), None, a).movedim(-1, dim)
 
 
-def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
+def _check_k(k) -> None:
+    """The ``entmax`` package's partial-sort size: it changes how the package sorts, never the result."""
+    if k is None:
+        return
+    if isinstance(k, bool) or not isinstance(k, Integral):
+        raise TypeError(f"k must be None or a positive int (how many top scores to partial-sort), got {k!r}")
+    if k < 1:
+        raise ValueError(f"k must be None or a positive int (how many top scores to partial-sort), got {k}")
+
+
+def sparsemax(x: Tensor, dim: int = -1, k: int | None = None) -> Tensor:
     r"""Sparsemax along ``dim``: the Euclidean projection onto the simplex,
     ``argmin_{p ∈ Δ} ‖p − x‖²`` (Martins & Astudillo 2016); α-entmax with α = 2.
 
     Exact: Newton's method on the piecewise-linear threshold equation stops once the support
     is found (with an exact sort-based fallback for pathological rows). Masking, half
-    precision, NaN, shapes and autograd behave as in :func:`entmax`.
+    precision, NaN, shapes and autograd behave as in :func:`entmax`. ``k`` is the ``entmax`` package's
+    partial-sort size, accepted for its callers: nothing is sorted here, so it never changes the result.
     """
+    _check_k(k)
     _check_scores(x)
     dim = _canonical_dim(x, dim)
     if x.dim() == 0:
@@ -385,14 +398,15 @@ def sparsemax(x: Tensor, dim: int = -1) -> Tensor:
     return _apply(x.movedim(dim, -1), None, 2.0).movedim(-1, dim)
 
 
-def entmax15(x: Tensor, dim: int = -1) -> Tensor:
+def entmax15(x: Tensor, dim: int = -1, k: int | None = None) -> Tensor:
     r"""1.5-entmax along ``dim``: ``argmax_{p ∈ Δ} pᵀx + H_{1.5}(p)``, i.e.
     ``p_i = [x_i/2 − τ]₊²`` (Peters, Niculae & Martins 2019).
 
     Exact: the support is found by Newton's method, then τ is the closed-form root of the
     quadratic on that support. Masking, half precision, NaN, shapes and autograd behave as in
-    :func:`entmax`.
+    :func:`entmax`; ``k`` as in :func:`sparsemax` (the ``entmax`` package's; no effect on the result).
     """
+    _check_k(k)
     _check_scores(x)
     dim = _canonical_dim(x, dim)
     if x.dim() == 0:

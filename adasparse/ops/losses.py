@@ -18,13 +18,12 @@ third; ``entmax_loss`` follows them. Pass ``reduction="mean"`` or ``"sum"`` for 
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
 import torch
 from torch import Tensor
 
 from ._solver import entmax_forward
-from .entmax import _check_scores
+from .entmax import _check_k, _check_scores
 from .normalizers import check_alpha_tensor, check_alpha_value
 
 __all__ = ["entmax_loss", "sparsemax_loss", "entmax15_loss"]
@@ -147,11 +146,14 @@ def entmax_loss(
         logits: scores ``(..., C)``; classes on the **last** dim. ``-inf`` masks a class (a target
             on a masked class costs ``inf``).
         target: class indices ``(...)`` (int64); entries equal to ``ignore_index`` add nothing.
-        alpha: number ≥ 1 (1 = cross-entropy) or tensor broadcastable to ``(..., 1)``; may
-            require grad (the loss then gives ∂L/∂α).
+        alpha: number ≥ 1 (1 = cross-entropy, ``F.cross_entropy``) or tensor broadcastable to ``(..., 1)``;
+            may require grad (the loss then gives ∂L/∂α).
         reduction: ``"none"`` (the default, as in the ``entmax`` package: one loss per sample, shape
             ``(...)``, 0 where ignored), ``"mean"`` (over non-ignored targets) or ``"sum"``.
-        label_smoothing: ε in [0, 1): y = (1 − ε)·onehot + ε/C.
+        label_smoothing: ε in [0, 1): the target becomes y = (1 − ε)·onehot + ε/C, as in ``F.cross_entropy``.
+            The loss stays a Fenchel–Young loss, 0 when p = y, so it is ``F.cross_entropy(...,
+            label_smoothing=ε)`` **minus the constant H_α(y)** at α = 1 (the same gradient p − y); the constant
+            is left out because with a learned α it would pull α toward less smoothing (its ∂/∂α ≠ 0).
 
     The gradient in the logits is exactly ``p − y`` (times the reduction's weight).
     """
@@ -184,7 +186,13 @@ def entmax_loss(
         a = alpha.to(cd).reshape((1,) * (logits.dim() - alpha.dim()) + tuple(alpha.shape))
         if a.shape[-1] != 1:
             raise ValueError(f"alpha of shape {tuple(alpha.shape)} must have size 1 on the class dim")
-        a = a.expand(*logits.shape[:-1], 1).reshape(-1, 1)
+        try:
+            a = a.expand(*logits.shape[:-1], 1).reshape(-1, 1)
+        except RuntimeError:
+            raise ValueError(
+                f"alpha of shape {tuple(alpha.shape)} does not broadcast to the logits' shape {tuple(logits.shape)} "
+                f"with size 1 on the class dim, i.e. to {(*logits.shape[:-1], 1)}"
+            ) from None
         loss, _ = _fy_apply(z.to(cd), y, a, 0.0, True, label_smoothing > 0)
     else:
         av = check_alpha_value(alpha)
@@ -200,16 +208,6 @@ def entmax_loss(
     if reduction == "sum":
         return loss.sum().to(logits.dtype)
     return (loss.sum() / keep.sum().clamp_min(1)).to(logits.dtype)
-
-
-def _check_k(k) -> None:
-    """The ``entmax`` package's partial-sort size: it changes how the package sorts, never the result."""
-    if k is None:
-        return
-    if isinstance(k, bool) or not isinstance(k, Integral):
-        raise TypeError(f"k must be None or a positive int (how many top scores to partial-sort), got {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be None or a positive int (how many top scores to partial-sort), got {k}")
 
 
 def sparsemax_loss(

@@ -479,3 +479,22 @@ def test_loss_bad_arguments():
         C.SparsemaxLoss(reduction="avg")
     with pytest.raises(ValueError, match="alpha"):
         C.EntmaxBisectLoss(alpha=-1.0)
+
+
+@pytest.mark.parametrize("name", ["entmax_bisect", "normmax_bisect", "budget_bisect"])
+def test_a_tensor_parameter_promotes_the_result_dtype_as_in_the_package(name):
+    """float32 scores with a float64 α (or budget) give float64 probabilities in the package; so here, with the
+    same values and gradients; a float16 parameter leaves float32 scores float32."""
+    ent = _pkg()
+    z = _randn(3, 6, seed=4, dtype=torch.float32, grad=True)
+    for pdt in (torch.float64, torch.float16):
+        param = torch.full((3, 1), 2.0 if name == "budget_bisect" else 1.3, dtype=pdt)
+        ours, theirs = getattr(C, name)(z, param), getattr(ent, name)(z, param)
+        assert ours.dtype == theirs.dtype == torch.promote_types(torch.float32, pdt)
+        _close(ours, theirs, tol=1e-6 if pdt == torch.float64 else 1e-4)  # the package bisects in float32 there
+    g = _randn(3, 6, seed=5)
+    param = torch.full((3, 1), 2.0 if name == "budget_bisect" else 1.3, dtype=F64)
+    (gz,) = torch.autograd.grad(getattr(C, name)(z, param), z, g)
+    (gz_ref,) = torch.autograd.grad(getattr(ent, name)(z, param), z, g)
+    assert gz.dtype == gz_ref.dtype == torch.float32
+    _close(gz, gz_ref, tol=1e-5)

@@ -257,3 +257,32 @@ def test_alpha_above_two_gradcheck_with_wide_support(alpha):
     assert ((entmax(z, alpha) > 0).sum(-1) >= 2).all()  # several weights, small ones among them
     a = torch.tensor(alpha, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t, b: entmax(t, b), (z, a))
+
+
+# ---------------------------------------------------------------- the entmax package's names take its arguments
+
+
+def test_top_level_names_of_the_entmax_package_take_its_arguments():
+    """``adasparse.entmax15/sparsemax`` and ``Entmax15/Sparsemax`` have the package's parameters, positional order
+    and defaults (``k``: its partial-sort size, which never changes the exact result), and agree with it."""
+    import inspect
+
+    ent = pytest.importorskip("entmax", reason="the entmax package is the reference here (pip install entmax)")
+    import adasparse
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()][1:]  # after the input
+
+    z = torch.randn(5, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for name in ("entmax15", "sparsemax"):
+        ours, theirs = getattr(adasparse, name), getattr(ent, name)
+        assert params(ours) == params(theirs)
+        for k in (None, 1, 3, 9):
+            torch.testing.assert_close(ours(z, -1, k), theirs(z, -1, k))
+            torch.testing.assert_close(ours(z.T, 0, k), theirs(z.T, 0, k))
+        with pytest.raises(ValueError, match="k must be None or a positive int"):
+            ours(z, -1, 0)
+    for name in ("Entmax15", "Sparsemax"):
+        ours, theirs = getattr(adasparse, name), getattr(ent, name)
+        assert params(ours.__init__) == params(theirs.__init__)
+        torch.testing.assert_close(ours(0, 2)(z.T), theirs(0, 2)(z.T))

@@ -113,6 +113,27 @@ def test_bad_arguments():
         entmax_loss(z, t, alpha=0.5)
     with pytest.raises(ValueError, match="label_smoothing"):
         entmax_loss(z, t, label_smoothing=1.0)
+    with pytest.raises(ValueError, match=r"alpha of shape \(2, 1\) does not broadcast"):
+        entmax_loss(z, t, alpha=torch.full((2, 1), 1.5))
+
+
+def test_alpha_one_is_torchs_cross_entropy_less_the_targets_entropy_with_label_smoothing():
+    """As documented: the Fenchel–Young loss against the smoothed target y is 0 at p = y, so at α = 1 it is
+    ``F.cross_entropy(..., label_smoothing=ε)`` minus the constant H(y); without smoothing exactly it; the
+    gradients are the same (p − y) either way."""
+    z, t = _data(n=6, c=9, seed=2)
+    z = z.double()
+    for eps in (0.0, 0.1, 0.3):
+        zz = z.clone().requires_grad_()
+        ours = entmax_loss(zz, t, 1.0, label_smoothing=eps)
+        zt = z.clone().requires_grad_()
+        ref = torch.nn.functional.cross_entropy(zt, t, reduction="none", label_smoothing=eps)
+        y = torch.nn.functional.one_hot(t, 9).double() * (1 - eps) + eps / 9
+        h_y = -torch.special.xlogy(y, y).sum(-1)
+        torch.testing.assert_close(ours, ref - h_y)
+        ours.sum().backward()
+        ref.sum().backward()
+        torch.testing.assert_close(zz.grad, zt.grad)
 
 
 def test_default_is_one_loss_per_sample_as_in_the_entmax_package():

@@ -256,6 +256,16 @@ class BudgetBisectFunction(Function):
         return gz, gb, None, None
 
 
+def _promoted(X: Tensor, param) -> Tensor:
+    """X in the dtype the package computes in: PyTorch's promotion of X with a tensor α (or budget), which the
+    package applies to it row by row (float32 scores with a float64 α give float64 probabilities)."""
+    if isinstance(X, Tensor) and isinstance(param, Tensor) and param.is_floating_point() and X.is_floating_point():
+        dt = torch.promote_types(X.dtype, param.dtype)
+        if dt != X.dtype:
+            return X.to(dt)
+    return X
+
+
 def entmax_bisect(X: Tensor, alpha=1.5, dim: int = -1, n_iter: int | None = 50, ensure_sum_one: bool = True) -> Tensor:
     r"""α-entmax along ``dim``:
 
@@ -264,7 +274,8 @@ def entmax_bisect(X: Tensor, alpha=1.5, dim: int = -1, n_iter: int | None = 50, 
     i.e. ``p = [(α−1) X − τ]₊^{1/(α−1)}``. Differentiable in X and in a tensor α (Correia et al. 2019).
 
     Args:
-        X: scores, any floating dtype; ``-inf`` entries get exactly 0.
+        X: scores, any floating dtype; ``-inf`` entries get exactly 0. The result has PyTorch's promoted dtype of
+            X and a tensor α (as the package's), X's with a number.
         alpha: a number > 0 or a tensor that expands to X's shape with size 1 along ``dim`` (one α per row);
             it may require grad. 2 is sparsemax, 1 softmax (returned exactly; the package gives NaN there),
             α < 1 a dense mapping.
@@ -277,6 +288,7 @@ def entmax_bisect(X: Tensor, alpha=1.5, dim: int = -1, n_iter: int | None = 50, 
     dim = check_dim(X, dim)
     n_iter = check_n_iter(n_iter)
     alpha = _check_alpha(alpha)
+    X = _promoted(X, alpha)
     if converged(n_iter) and in_range(alpha, 1.0, 2.0):
         return _fast_entmax(X, alpha, dim)
     return EntmaxBisectFunction.apply(X, alpha, dim, n_iter, bool(ensure_sum_one))
@@ -305,7 +317,7 @@ def normmax_bisect(X: Tensor, alpha=2, dim: int = -1, n_iter: int | None = 50) -
 
     Args: as :func:`entmax_bisect` (α > 0, a number or a per-row tensor; ``n_iter`` ≥ 24 or None converged).
     """
-    return NormmaxBisectFunction.apply(X, alpha, dim, n_iter)
+    return NormmaxBisectFunction.apply(_promoted(X, alpha), alpha, dim, n_iter)
 
 
 def budget_bisect(X: Tensor, budget=2, dim: int = -1, n_iter: int | None = 50) -> Tensor:
@@ -317,7 +329,7 @@ def budget_bisect(X: Tensor, budget=2, dim: int = -1, n_iter: int | None = 50) -
     (a larger budget has no solution: ``ValueError``); budget = 1 is sparsemax. Differentiable in X and in a tensor
     budget. ``n_iter`` as in :func:`entmax_bisect`.
     """
-    return BudgetBisectFunction.apply(X, budget, dim, n_iter)
+    return BudgetBisectFunction.apply(_promoted(X, budget), budget, dim, n_iter)
 
 
 def _check_module_dim(dim) -> int:
