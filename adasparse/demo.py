@@ -100,9 +100,21 @@ def run_demo(
         f">> training a {kind} model for at most {' or '.join(limits) or f'{cfg.max_steps} updates'}"
         f" (run folder {out / 'run'})"
     )
-    result = train(cfg, out / "run", overwrite=True)  # a demo always starts afresh
+    from .train.checkpoint import CheckpointManager
+
+    earlier = CheckpointManager(out / "run", create=False).checkpoints() if (out / "run").is_dir() else []
+    if earlier:  # a demo always starts afresh: say so, since it deletes the earlier one
+        print(
+            f">> replacing the earlier demo run in {out / 'run'} (its last checkpoint: {earlier[-1].name}); "
+            "give --out DIR to keep it"
+        )
+    result = train(cfg, out / "run", overwrite=True)
     if result.interrupted_by:  # Ctrl-C / SIGTERM: stop the demo, not only training
-        print(f">> {result.stopped_because} at step {result.step}: demo stopped (its run folder: {out / 'run'})")
+        print(
+            f">> {result.stopped_because} at step {result.step}: demo stopped. Its run folder {out / 'run'} holds "
+            f"that step's checkpoint: `adasparse train --out {out / 'run'} --resume` continues the training; the "
+            "demo itself always starts afresh"
+        )
         return 128 + result.interrupted_by
     model, toks, ckpt = load_model(result.best_checkpoint or out / "run")
     print(f">> best checkpoint: {ckpt.path} (step {ckpt.step})")

@@ -56,5 +56,13 @@ def test_ctrl_c_stops_the_demo_after_checkpointing_its_training(tmp_path, capsys
     assert code == 130
     out = capsys.readouterr().out
     assert "interrupted (SIGINT) at step 3: demo stopped" in out and "test:" not in out
+    assert f"adasparse train --out {tmp_path / 'd' / 'run'} --resume` continues the training" in out
     assert CheckpointManager(tmp_path / "d" / "run", create=False).latest().name == "step_00000003"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the demo's caller gets Ctrl-C back
+    # run again: it starts afresh, and says that it replaces the earlier run
+    monkeypatch.setattr(_Trainer, "_train_step", step)
+    overrides = {"max_steps": 2}
+    assert run_demo(data_dir=str(data), out=tmp_path / "d", src_lang="in", tgt_lang="out", overrides=overrides) == 0
+    out = capsys.readouterr().out
+    assert f"replacing the earlier demo run in {tmp_path / 'd' / 'run'} (its last checkpoint: step_00000003)" in out
+    assert CheckpointManager(tmp_path / "d" / "run", create=False).latest().name == "step_00000002"
