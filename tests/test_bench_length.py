@@ -65,6 +65,18 @@ def test_resume_keeps_finished_rows_and_runs_the_rest(tmp_path, capsys):
     assert bench.main([*base, "--variants", "softmax", "--steps", "3", "--resume"]) == 2
     assert "written with other settings" in capsys.readouterr().err
     assert json.loads((tmp_path / "length_generalisation.json").read_text()) == data
+    # without --resume an existing results file is refused, not replaced
+    assert bench.main([*base, "--variants", "learned"]) == 2
+    assert "already holds results: --resume keeps them" in capsys.readouterr().err
+    assert json.loads((tmp_path / "length_generalisation.json").read_text()) == data
+    # another selection with --resume adds its rows and keeps every earlier one
+    assert bench.main([*base, "--variants", "learned", "--resume"]) == 0
+    assert "# --resume: 2 rows kept" in capsys.readouterr().out
+    more = json.loads((tmp_path / "length_generalisation.json").read_text())
+    assert [r["variant"] for r in more["results"]] == ["softmax", "entmax15", "learned"]
+    assert more["results"][:2] == data["results"]
+    assert [r[2] for r in more["meta"]["runs"]] == ["softmax", "entmax15", "learned"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 def test_variants_share_initial_weights_batches_and_test_sequences():

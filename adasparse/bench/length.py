@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .._io import atomic_write_text
 from ..data.synthetic import IGNORE, SyntheticTask, make_task
 from ..models import DecoderOnlyConfig, DecoderOnlyTransformer
 
@@ -281,9 +282,7 @@ def format_row(r: dict, s: Settings) -> str:
 def write_json(path: Path, meta: dict, results: list[dict]) -> None:
     order = {(t, p, v): i for i, (t, p, v) in enumerate(meta["runs"])}
     results = sorted(results, key=lambda r: order[(r["task"], r["positions"], r["variant"])])
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"meta": meta, "results": results}, indent=1))  # a temp name per process
 
 
 def plot(path: Path, results: list[dict], s: Settings) -> None:
@@ -405,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    json_path = out / "length_generalisation.json"
+    if json_path.is_file() and not args.resume:
+        print(
+            f"adasparse bench length: error: {json_path} already holds results: --resume keeps them and runs the "
+            "rows still missing, or give another --out",
+            file=sys.stderr,
+        )
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     runs = [(t, p, v) for t in args.tasks for p in args.positions for v in args.variants]
     meta = {
@@ -429,7 +436,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {t}: {meta['tasks'][t]}", flush=True)
     print(_header(s), flush=True)
     results: list[dict] = []
-    json_path = out / "length_generalisation.json"
     if args.resume and json_path.is_file():
         try:
             prev = json.loads(json_path.read_text(encoding="utf-8"))
@@ -444,13 +450,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        wanted = set(runs)
-        results = [
-            {**r, "eval": {int(k): v for k, v in r["eval"].items()}}  # JSON keys are strings
-            for r in prev["results"]
-            if (r["task"], r["positions"], r["variant"]) in wanted
-        ]
-        kept = {(r["task"], r["positions"], r["variant"]) for r in results}
+        # every earlier row is kept, also those outside this selection: the file gathers all the runs
+        results = [{**r, "eval": {int(k): v for k, v in r["eval"].items()}} for r in prev["results"]]  # str keys
+        kept = [(r["task"], r["positions"], r["variant"]) for r in results]
+        earlier = [tuple(key) for key in prev["meta"].get("runs", [])]
+        meta["runs"] = list(dict.fromkeys([*earlier, *kept, *runs]))  # the earlier order, then the new rows
+        meta["tasks"] = {**prev["meta"].get("tasks", {}), **meta["tasks"]}
         runs_left = [key for key in runs if key not in kept]
         for r in results:
             print(format_row(r, s), flush=True)
