@@ -362,6 +362,28 @@ def _check_nothing_written(e: Env, out: str) -> None:
     assert not (e.tmp / "out.txt").exists() and not list(e.tmp.glob(".out.txt*"))
 
 
+def _empty_training_files(e: Env) -> list[str]:
+    d = _corpus_copy(e, "empty")
+    (d / "train.in").write_text("")
+    (d / "train.out").write_text("")
+    return [*e.train_args(d), "--out", str(e.tmp / "new")]
+
+
+def _blank_validation_files(e: Env) -> list[str]:
+    d = _corpus_copy(e, "blank")
+    (d / "valid.in").write_text("\n\n")
+    (d / "valid.out").write_text("x\n\n")
+    return [*e.train_args(d), "--out", str(e.tmp / "new")]
+
+
+def _long_validation_pairs(e: Env) -> list[str]:
+    d = _corpus_copy(e, "long")
+    lines = (d / "valid.in").read_text().splitlines()
+    lines[0] = " ".join(["a"] * 60)  # one pair beyond the model's 32 positions
+    (d / "valid.in").write_text("".join(x + "\n" for x in lines))
+    return [*e.train_args(d), "--out", str(e.tmp / "new"), "--set", "max_steps=1"]
+
+
 def _output_folder_missing(e: Env) -> list[str]:
     return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
 
@@ -446,6 +468,12 @@ CASES = [
          ("--output", "the folder", "no does not exist")),
     Case("translate: Ctrl-C", _ctrl_c_while_translating, 130, ("adasparse translate: interrupted",),
          check=_check_nothing_written),
+    Case("train: empty training files", _empty_training_files, 2,
+         ("no training pairs in", "train.in / ", "train.out: the files are empty")),
+    Case("train: blank validation files", _blank_validation_files, 2,
+         ("no validation pairs in", "valid.in / ", "of their 2 lines, 2 are blank on a side")),
+    Case("train: a validation pair too long for the model", _long_validation_pairs, 0,
+         ("validation: 1 of 8 pairs", "are longer than 32 tokens: valid_loss leaves them out; bleu decodes them all")),
     Case("translate: --batch-tokens 0", _batch_tokens_zero, 2, ("--batch-tokens must be >= 1, got 0",)),
     Case("train: batch_tokens smaller than a sentence", _batch_tokens_too_small, 2,
          ("batch_tokens=3:", "longer than max_tokens=3")),

@@ -18,6 +18,7 @@ logging, stopping. A task supplies the rest:
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from ..data.tokenizer import TokenizerConfig, TokenizerPair
 from ..models import config as model_presets
 from ..models.config import DecoderOnlyConfig, Seq2SeqConfig
 from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TextCorpus", "TranslationTask", "LanguageModelTask", "task_for"]
 
@@ -68,6 +71,20 @@ def _train_batcher(cls, cfg: TrainConfig, data: tuple, rank: int | None, world_s
         raise ValueError(f"batch_tokens={cfg.batch_tokens}: {e}") from None
 
 
+def _nonempty(corpus: ParallelCorpus | None, what: str, cfg: TrainConfig) -> ParallelCorpus | None:
+    """``corpus``, or a ``ValueError`` naming its files when it holds no pair (empty, blank or all too long)."""
+    if corpus is None or len(corpus):
+        return corpus
+    where = f"{corpus.src_path} / {corpus.tgt_path}"
+    if corpus.n_read == 0:
+        why = "the files are empty"
+    else:
+        why = f"of their {corpus.n_read} lines, {corpus.n_empty} are blank on a side"
+        if corpus.n_too_long:
+            why += f" and {corpus.n_too_long} longer than max_tokens_per_sentence={cfg.max_tokens_per_sentence} words"
+    raise ValueError(f"no {what} pairs in {where}: {why}")
+
+
 class TranslationTask:
     """A sequence-to-sequence task on a parallel corpus (translation, grapheme-to-phoneme)."""
 
@@ -82,8 +99,8 @@ class TranslationTask:
             valid = files.load("valid", max_words=None) if files.has("valid") else None
             prefixes = ", ".join(f"{p}.{files.src_lang}" for p in VALID_PREFIXES)
             return (
-                train,
-                valid,
+                _nonempty(train, "training", cfg),
+                _nonempty(valid, "validation", cfg),
                 f"{cfg.data_dir} has none of {prefixes} (each with its .{files.tgt_lang}, optionally .gz)",
             )
         if cfg.train_src is None:
@@ -94,7 +111,11 @@ class TranslationTask:
         valid = None
         if cfg.valid_src and cfg.valid_tgt:
             valid = load_parallel(cfg.valid_src, cfg.valid_tgt, max_words=None)
-        return train, valid, "no --valid-src/--valid-tgt given"
+        return (
+            _nonempty(train, "training", cfg),
+            _nonempty(valid, "validation", cfg),
+            "no --valid-src/--valid-tgt given",
+        )
 
     def fingerprint(self, corpus: ParallelCorpus | None) -> dict[str, Any] | None:
         """Number of pairs and SHA-256 of their text: tells a resumed run whether it is given the same data."""
@@ -137,7 +158,19 @@ class TranslationTask:
         batcher = _train_batcher(TokenBatcher, cfg, (src, tgt), rank, world_size, pad)
         valid_batcher = None
         if valid is not None:
-            vs, vt, _ = encode_pairs(tokenizers, valid.src, valid.tgt, max_len)
+            vs, vt, v_long = encode_pairs(tokenizers, valid.src, valid.tgt, max_len)
+            where = f"{valid.src_path} / {valid.tgt_path}"
+            if not vs:
+                raise ValueError(
+                    f"validation data {where}: all {v_long} pairs are longer than {max_len} tokens, so no validation "
+                    "loss can be measured; give shorter validation pairs or a model with a larger max_len"
+                )
+            if v_long:  # a warning, also with --quiet: it changes what valid_loss measures
+                log.warning(
+                    "validation: %d of %d pairs (%s) are longer than %d tokens: valid_loss leaves them out%s",
+                    v_long, len(valid), where, max_len,
+                    "" if cfg.valid_metric == "loss" else f"; {cfg.valid_metric} decodes them all",
+                )  # fmt: skip
             valid_batcher = TokenBatcher(vs, vt, cfg.batch_tokens, shuffle=False, rank=None, pad_id=pad)
         return batcher, valid_batcher
 
