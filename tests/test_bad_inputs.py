@@ -384,6 +384,13 @@ def _long_validation_pairs(e: Env) -> list[str]:
     return [*e.train_args(d), "--out", str(e.tmp / "new"), "--set", "max_steps=1"]
 
 
+def _analyze_too_long(e: Env) -> list[str]:
+    src, tgt = e.tmp / "a.in", e.tmp / "a.out"
+    src.write_text("a b\n" + " ".join(["a"] * 50) + "\n")
+    tgt.write_text("b a\nb a\n")
+    return ["analyze", str(e.run), "--data", str(src), str(tgt), "--out", str(e.tmp / "report")]
+
+
 def _output_folder_missing(e: Env) -> list[str]:
     return e.translate("--input", e.src_file(), "--output", str(e.tmp / "missing" / "out.txt"))
 
@@ -474,6 +481,9 @@ CASES = [
          ("no validation pairs in", "valid.in / ", "of their 2 lines, 2 are blank on a side")),
     Case("train: a validation pair too long for the model", _long_validation_pairs, 0,
          ("validation: 1 of 8 pairs", "are longer than 32 tokens: valid_loss leaves them out; bleu decodes them all")),
+    Case("analyze: a sentence longer than the model's positions", _analyze_too_long, 2,
+         ("a.in", "a.out: 1 of the 2 analysis pairs are longer than the model's max_len=32 tokens",
+          "the first: line 2, 51 source")),
     Case("translate: --batch-tokens 0", _batch_tokens_zero, 2, ("--batch-tokens must be >= 1, got 0",)),
     Case("train: batch_tokens smaller than a sentence", _batch_tokens_too_small, 2,
          ("batch_tokens=3:", "longer than max_tokens=3")),

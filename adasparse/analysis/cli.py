@@ -112,6 +112,10 @@ def _run_log(ckpt) -> Path | None:
     return log_file if log_file.is_file() else None
 
 
+class TooLongError(ValueError):
+    """Analysis sentences longer than the model's positions (the CLI adds the files they come from)."""
+
+
 def load_checkpoint_for_analysis(
     checkpoint: str | Path, src_lines: Sequence[str], tgt_lines: Sequence[str], *, batch_size: int = 32
 ) -> AnalysisSource:
@@ -130,7 +134,14 @@ def load_checkpoint_for_analysis(
     model, toks, ckpt = _load(checkpoint, "translation")
     src_ids, tgt_ids, dropped = encode_pairs(toks, src_lines, tgt_lines, max_len=model.config.max_len)
     if dropped:
-        raise ValueError(f"{dropped} analysis sentences are longer than the model's max_len={model.config.max_len}")
+        n = model.config.max_len
+        lengths = encode_pairs(toks, src_lines, tgt_lines)[:2]
+        first = next(i for i, (a, b) in enumerate(zip(*lengths)) if len(a) > n or len(b) > n)
+        raise TooLongError(
+            f"{dropped} of the {len(src_lines)} analysis pairs are longer than the model's max_len={n} tokens "
+            f"(the first: line {first + 1}, {len(lengths[0][first])} source / {len(lengths[1][first])} target "
+            "tokens); analyse shorter sentences"
+        )
     norms = model.config.normalizers
 
     def batches():
@@ -480,7 +491,10 @@ def run_analyze(args: argparse.Namespace) -> int:
         report = analyze_lm_checkpoints(args.checkpoints, lines, args.out, **options)
     else:
         src_lines, tgt_lines = read_parallel(args.data[0], args.data[1], args.max_sentences)
-        report = analyze_checkpoints(args.checkpoints, src_lines, tgt_lines, args.out, **options)
+        try:
+            report = analyze_checkpoints(args.checkpoints, src_lines, tgt_lines, args.out, **options)
+        except TooLongError as e:
+            raise ValueError(f"--data {args.data[0]} {args.data[1]}: {e}") from None
     print(report.summary)
     print(f"report: {report.html_path}")
     return 0

@@ -13,7 +13,10 @@ import base64
 import html
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import fsync_dir
 from . import figures as F
 from .stats import ATTENTION_TYPES, ROLE_NAMES, AnalysisResult
 
@@ -339,7 +343,8 @@ def write_report(
 
     Args:
         results: one :class:`AnalysisResult` or several (compared side by side; names must be distinct).
-        out_dir: created if missing; existing files of the same names are overwritten.
+        out_dir: created if missing; an earlier report there is replaced as a whole (its figures that this one
+            does not draw are deleted; other files are left alone), once this one is complete.
         title: page title.
         map_layers: layers drawn in the attention-map grids (default: all layers).
         dpi: resolution of the figures.
@@ -350,22 +355,44 @@ def write_report(
     results = _as_list(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figs = _Figures(out, dpi)
-    side = " Models are drawn side by side in different colours." if len(results) > 1 else ""
-    sections = [
-        _summary_section(results),
-        _alpha_section(results, figs, side),
-        _density_section(results, figs, side),
-        _js_section(results, figs, side),
-        _roles_section(results, figs),
-        _maps_section(results, figs, map_layers),
-    ]
-    summary = summary_text(results)
-    metrics_path = out / "metrics.json"
-    _write_metrics(metrics_path, title, results, figs.entries)
-    html_path = out / "report.html"
-    html_path.write_text(_page(title, results, sections), encoding="utf-8")
-    return Report(html_path, metrics_path, figs.entries, summary)
+    # everything is drawn into a hidden folder first and moved into place at the end (figures, then metrics.json,
+    # then report.html): an error or Ctrl-C while drawing leaves the earlier report as it was
+    stage = Path(tempfile.mkdtemp(prefix=".report-tmp-", dir=out))
+    try:
+        figs = _Figures(stage, dpi)
+        side = " Models are drawn side by side in different colours." if len(results) > 1 else ""
+        sections = [
+            _summary_section(results),
+            _alpha_section(results, figs, side),
+            _density_section(results, figs, side),
+            _js_section(results, figs, side),
+            _roles_section(results, figs),
+            _maps_section(results, figs, map_layers),
+        ]
+        summary = summary_text(results)
+        _write_metrics(stage / "metrics.json", title, results, figs.entries)
+        (stage / "report.html").write_text(_page(title, results, sections), encoding="utf-8")
+        earlier = _listed_figures(out / "metrics.json")
+        for e in figs.entries:
+            os.replace(stage / e.file, out / e.file)
+        for name in earlier - {e.file for e in figs.entries}:  # the earlier report's figures this one lacks
+            (out / name).unlink(missing_ok=True)
+        os.replace(stage / "metrics.json", out / "metrics.json")
+        os.replace(stage / "report.html", out / "report.html")
+        fsync_dir(out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Report(out / "report.html", out / "metrics.json", figs.entries, summary)
+
+
+def _listed_figures(metrics_path: Path) -> set[str]:
+    """The PNG files an earlier report in the folder listed in its ``metrics.json`` (plain names only)."""
+    try:
+        figures = json.loads(metrics_path.read_text(encoding="utf-8")).get("figures", [])
+        names = {f["file"] for f in figures if isinstance(f, dict) and isinstance(f.get("file"), str)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if n.endswith(".png") and Path(n).name == n and not n.startswith(".")}
 
 
 def _fig(e: FigureEntry) -> str:

@@ -218,3 +218,30 @@ def test_alpha_trajectories_only_for_models_whose_alpha_moved():
     )
     plot = F.alpha_trajectories(learned)
     assert plot is not None and np.array_equal(plot.data["enc_self"], moving)
+
+
+def test_a_report_replaces_the_earlier_one_whole_and_an_interrupted_one_changes_nothing(
+    three_models, tmp_path, monkeypatch
+):
+    """A second report into the same folder: its figures, metrics.json and report.html, none of the earlier
+    report's figures it does not draw, the user's own files untouched; interrupted while drawing, the folder
+    keeps the earlier report byte for byte and no temporary folder."""
+    first = write_report(three_models, tmp_path, map_layers=[1], dpi=40)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(F, "to_png", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(three_models[0], tmp_path, map_layers=[], dpi=40)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.undo()
+    second = write_report(three_models[0], tmp_path, map_layers=[], dpi=40)
+    listed = {f["file"] for f in json.loads(second.metrics_path.read_text())["figures"]}
+    assert len(listed) < len(first.figures)
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert pngs == listed  # the earlier report's other figures are gone
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
