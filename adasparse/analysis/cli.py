@@ -129,10 +129,12 @@ def load_checkpoint_for_analysis(
     """
     import torch
 
-    from ..data.batching import collate, encode_pairs
+    from ..data.batching import collate, encode_pairs, warn_unknown
 
     model, toks, ckpt = _load(checkpoint, "translation")
     src_ids, tgt_ids, dropped = encode_pairs(toks, src_lines, tgt_lines, max_len=model.config.max_len)
+    warn_unknown(src_ids, toks.src.unk_id, "the analysis sources")
+    warn_unknown(tgt_ids, toks.tgt.unk_id, "the analysis targets")
     if dropped:
         n = model.config.max_len
         lengths = encode_pairs(toks, src_lines, tgt_lines)[:2]
@@ -187,12 +189,14 @@ def load_lm_checkpoint_for_analysis(
     """
     import torch
 
+    from ..data.batching import warn_unknown
     from ..data.text import collate_lm, encode_text, lm_tokenizer
 
     model, toks, ckpt = _load(checkpoint, "lm")
     tok = lm_tokenizer(toks)
     window = model.config.max_len
     seqs = [encode_text(tok, line) for line in lines]
+    warn_unknown(seqs, tok.unk_id, "the analysis text")
     cut = sum(len(s) - 1 > window for s in seqs)
     seqs = [s[: window + 1] for s in seqs]
 

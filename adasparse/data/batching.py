@@ -25,12 +25,15 @@ epoch); after :meth:`load_state_dict`, iteration continues with the next batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = ["Batch", "collate", "TokenBatcher", "encode_pairs", "encode_sources", "inference_batches"]
 
@@ -109,6 +112,23 @@ def encode_pairs(
         src_out.append(si)
         tgt_out.append(ti)
     return src_out, tgt_out, dropped
+
+
+def warn_unknown(ids: Sequence[Sequence[int]], unk_id: int, what: str, *, stacklevel: int = 2) -> float:
+    """Warn when more than 10 % of the tokens in ``ids`` are ``<unk>``: text the vocabulary does not know (another
+    language or script, or the wrong checkpoint) gives confident nonsense, not an error. Returns the rate."""
+    specials = {PAD_ID, BOS_ID, EOS_ID}  # the text's own tokens are counted, not the markers added to it
+    n = sum(1 for x in ids for t in x if t not in specials)
+    unk = sum(1 for x in ids for t in x if t == unk_id)
+    rate = unk / n if n else 0.0
+    if rate > 0.1:
+        lines = sum(1 for x in ids if unk_id in x)
+        warnings.warn(
+            f"{what}: {100 * rate:.0f}% of the tokens ({unk} of {n}, in {lines} of {len(ids)} lines) are unknown to "
+            "the model's vocabulary (<unk>): is this text in the language and script the model was trained on?",
+            stacklevel=stacklevel + 1,
+        )
+    return rate
 
 
 def inference_batches(

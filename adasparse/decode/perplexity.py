@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..data.batching import inference_batches
+from ..data.batching import inference_batches, warn_unknown
 from ..data.text import lm_sequences, lm_tokenizer
 
 __all__ = ["PerplexityScores", "score_text"]
@@ -112,6 +112,7 @@ def score_text(
     lines = [line.strip() for line in lines]
     lines = [line for line in lines if line]
     seqs, _, n_split = lm_sequences(tok, lines, max_len, long="split")
+    warn_unknown(seqs, tok.unk_id, "the text")
     n_bytes = sum(len(line.encode("utf-8")) + 1 for line in lines)
     nll = torch.zeros((), dtype=torch.float64)
     n_tokens = 0

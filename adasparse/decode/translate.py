@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..data.batching import encode_sources, inference_batches
+from ..data.batching import encode_sources, inference_batches, warn_unknown
 from .search import SearchConfig, generate
 
 __all__ = ["translate_lines"]
@@ -51,6 +51,7 @@ def translate_lines(
             config = dataclasses.replace(config, max_len=model_max)
     keep = [i for i, line in enumerate(lines) if line.strip()]  # a blank line translates to a blank line
     src = encode_sources(tokenizers.src, [lines[i] for i in keep])
+    warn_unknown(src, tokenizers.src.unk_id, "the input", stacklevel=3)  # the caller, past the no_grad wrapper
     if max_src_len is not None:
         long = [j for j, ids in enumerate(src) if len(ids) > max_src_len]
         if long:

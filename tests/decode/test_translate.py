@@ -82,3 +82,18 @@ def test_blank_lines_give_blank_lines_without_running_the_model():
     assert translate_lines(model, pair, lines, SearchConfig(beam_size=2)) == ["a b", "", "", "b"]
     assert sum(seen) == 2  # only the two non-blank lines were encoded
     assert translate_lines(model, pair, ["", " "]) == ["", ""] and sum(seen) == 2
+
+
+def test_text_the_vocabulary_does_not_know_is_a_warning():
+    """Input mostly outside the vocabulary (another language or script, the wrong checkpoint) decodes to
+    confident nonsense: above 10 % <unk> tokens, a warning with the rate; known text, none."""
+    import warnings
+
+    lines = ["h e l l o", "w o r l d"]
+    pair = TokenizerPair.train(lines, lines, TokenizerConfig(kind="whitespace"))
+    model = CopyModel(pair.tgt.vocab_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # known text: no warning
+        translate_lines(model, pair, ["h e l l o", "l o w"], max_tokens=64)
+    with pytest.warns(UserWarning, match=r"the input: 80% of the tokens \(4 of 5, in 2 of 2 lines\) are unknown"):
+        translate_lines(model, pair, ["x y z", "h q"], max_tokens=64)
