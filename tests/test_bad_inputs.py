@@ -369,6 +369,15 @@ def _empty_training_files(e: Env) -> list[str]:
     return [*e.train_args(d), "--out", str(e.tmp / "new")]
 
 
+def _check_no_new_folder(e: Env, out: str) -> None:
+    assert not (e.tmp / "new").exists()  # a run that could not start leaves no folder behind
+
+
+def _same_language_twice(e: Env) -> list[str]:
+    args = [*e.train_args(), "--out", str(e.tmp / "new"), "--set", "max_steps=1"]
+    return [a if a != "out" else "in" for a in args]  # --src-lang in --tgt-lang in
+
+
 def _blank_validation_files(e: Env) -> list[str]:
     d = _corpus_copy(e, "blank")
     (d / "valid.in").write_text("\n\n")
@@ -476,7 +485,9 @@ CASES = [
     Case("translate: Ctrl-C", _ctrl_c_while_translating, 130, ("adasparse translate: interrupted",),
          check=_check_nothing_written),
     Case("train: empty training files", _empty_training_files, 2,
-         ("no training pairs in", "train.in / ", "train.out: the files are empty")),
+         ("no training pairs in", "train.in / ", "train.out: the files are empty"), check=_check_no_new_folder),
+    Case("train: --src-lang and --tgt-lang the same", _same_language_twice, 0,
+         ("training source and target are the same file", "train.in: the model learns to copy")),
     Case("train: blank validation files", _blank_validation_files, 2,
          ("no validation pairs in", "valid.in / ", "of their 2 lines, 2 are blank on a side")),
     Case("train: a validation pair too long for the model", _long_validation_pairs, 0,

@@ -82,6 +82,7 @@ class RunLock:
         self.enabled = enabled and fcntl is not None
         self._fd: int | None = None
         self.previous: dict[str, Any] | None = None  # a dead holder whose lock was taken over
+        self._created = False  # acquire made the folder (removed again on release if nothing else was written)
 
     @property
     def held(self) -> bool:
@@ -93,6 +94,7 @@ class RunLock:
             return self
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise NotADirectoryError(f"--out {self.run_dir} is a file, not a folder")
+        self._created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -133,12 +135,16 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Empty the lock file (a clean exit leaves no stale holder) and unlock it."""
+        """Empty the lock file (a clean exit leaves no stale holder) and unlock it. A folder this lock created
+        that holds nothing else (a run that failed before writing anything) is removed with it."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
             os.ftruncate(fd, 0)
+            if self._created and [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
+                self.path.unlink()  # still holding the flock: no other run can have taken it meanwhile
+                self.run_dir.rmdir()
         except OSError:  # a read-only or vanished file: the unlock below still happens
             pass
         finally:

@@ -72,7 +72,11 @@ def _train_batcher(cls, cfg: TrainConfig, data: tuple, rank: int | None, world_s
 
 
 def _nonempty(corpus: ParallelCorpus | None, what: str, cfg: TrainConfig) -> ParallelCorpus | None:
-    """``corpus``, or a ``ValueError`` naming its files when it holds no pair (empty, blank or all too long)."""
+    """``corpus``, or a ``ValueError`` naming its files when it holds no pair (empty, blank or all too long);
+    a warning when source and target are one file (``--src-lang X --tgt-lang X``: a copy task)."""
+    if corpus is not None and corpus.src_path is not None and corpus.tgt_path is not None:
+        if Path(corpus.src_path).resolve() == Path(corpus.tgt_path).resolve():
+            log.warning("%s source and target are the same file, %s: the model learns to copy", what, corpus.src_path)
     if corpus is None or len(corpus):
         return corpus
     where = f"{corpus.src_path} / {corpus.tgt_path}"
