@@ -24,7 +24,9 @@ pass through (so the fused Triton kernel serves HF models on CUDA where the mask
 training only), GPT-OSS attention sinks become one extra key per head with the sink's logit and a zero value;
 only Gemma-2's soft-capping (a non-linear map of the scores) is done on materialised scores here. α = 1 is the
 model's own eager attention; a query with no attendable key gets a zero row (eager softmax: uniform or NaN).
-Attention weights are returned only when asked for (``output_attentions``, :func:`capture_attention`).
+Attention weights are returned only when asked for (``output_attentions``, which transformers' output capturing
+may ask for without passing the flag, as in GPT-2; :func:`capture_attention`); in training they are the weights
+after dropout, as eager's.
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ def adasparse_attention_forward(
                 bias = bias.masked_fill(~tril, float("-inf"))
     if allowed is not None and bias is None:  # transformers materialises (B, 1, Q, K): say it compactly if we can
         allowed, is_causal = _compact_mask(allowed, is_causal)
-    need_weights = _RECORDER is not None or bool(kwargs.get("output_attentions"))
+    need_weights = _RECORDER is not None or bool(kwargs.get("output_attentions")) or _collector_wants_attentions()
     p_drop = dropout if module.training else 0.0
 
     softcap = kwargs.get("softcap")
@@ -236,16 +238,44 @@ def adasparse_attention_forward(
             sink = sinks.reshape(1, h, 1, 1).to(bias.dtype).expand(*bias.shape[:-3], h, bias.shape[-2], 1)
             bias = torch.cat([bias.expand(*sink.shape[:-1], k_len), sink], dim=-1)  # (B|1, H, Q|1, K + 1)
         mask = bias if bias is not None else allowed
-        res = entmax_attention(
-            query, key, value, mask, p_drop, is_causal,
-            scale=scaling, enable_gqa=h != hkv, alpha=alpha, return_stats=need_weights,
-        )  # fmt: skip
-        out, p = res if need_weights else (res, None)
-        if p is not None:
-            p = p.probs[..., :k_len]  # without the sink column
+        if need_weights and p_drop > 0:  # the weights returned are those after dropout, as eager's: drop them here
+            _, stats = entmax_attention(
+                query, key, value, mask, 0.0, is_causal,
+                scale=scaling, enable_gqa=h != hkv, alpha=alpha, return_stats=True,
+            )  # fmt: skip
+            p = nn.functional.dropout(stats.probs, p=p_drop)
+            out = p.to(value.dtype) @ value.repeat_interleave(h // hkv, dim=1)
+            p = p[..., :k_len]  # without the sink column
+        else:
+            res = entmax_attention(
+                query, key, value, mask, p_drop, is_causal,
+                scale=scaling, enable_gqa=h != hkv, alpha=alpha, return_stats=need_weights,
+            )  # fmt: skip
+            out, p = res if need_weights else (res, None)
+            if p is not None:
+                p = p.probs[..., :k_len]  # without the sink column
     if _RECORDER is not None:
         _RECORDER.record(module, p, _allowed_for_record(allowed, bias, is_causal, q_len, k_len, query.device))
     return out.transpose(1, 2).contiguous(), p  # (B, Q, H, D)
+
+
+def _collector_wants_attentions() -> bool:
+    """Whether transformers' output capturing (``output_attentions=True`` on a model whose layers drop the flag
+    before calling the kernel, e.g. GPT-2) is collecting attention weights in this forward."""
+    global _ACTIVE_COLLECTOR
+    if _ACTIVE_COLLECTOR is None:
+        try:
+            from transformers.utils.output_capturing import _active_collector
+        except ImportError:  # an older or newer transformers without it: the flag in kwargs is all there is
+            _active_collector = False
+        _ACTIVE_COLLECTOR = _active_collector
+    if _ACTIVE_COLLECTOR is False:
+        return False
+    collected = _ACTIVE_COLLECTOR.get()
+    return bool(collected) and any("attentions" in k for k in collected)
+
+
+_ACTIVE_COLLECTOR = None
 
 
 def _compact_mask(allowed: Tensor, is_causal: bool) -> tuple[Tensor, bool]:
@@ -290,8 +320,8 @@ def _softcapped_attention(query, key, value, allowed, bias, is_causal, scaling, 
         tril = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril()
         scores = scores.masked_fill(~tril, float("-inf"))
     p = entmax(scores, alpha, dim=-1)  # a fully masked row gives zeros
-    p_v = nn.functional.dropout(p, p=p_drop) if p_drop > 0 else p
-    return p_v.to(value.dtype) @ value, p  # (B, H, Q, D)
+    p = nn.functional.dropout(p, p=p_drop) if p_drop > 0 else p  # returned after dropout, as eager's
+    return p.to(value.dtype) @ value, p  # (B, H, Q, D)
 
 
 # ---------------------------------------------------------------------------------------------------------------

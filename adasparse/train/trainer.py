@@ -241,7 +241,7 @@ def _base_lr(cfg: TrainConfig) -> float:
 
 
 def _schedule(cfg: TrainConfig, d_model: int) -> InverseSqrtSchedule:
-    return InverseSqrtSchedule(warmup=max(cfg.warmup_steps, 1), kind=cfg.schedule, d_model=d_model, noam_factor=cfg.lr)
+    return InverseSqrtSchedule(warmup=cfg.warmup_steps, kind=cfg.schedule, d_model=d_model, noam_factor=cfg.lr)
 
 
 def _expected_stop(step: int, max_steps: int, session_steps: int, session_elapsed: float, budget: float | None) -> int:

@@ -833,3 +833,58 @@ def test_the_alpha_map_is_saved_and_an_older_save_reloads_with_the_clamp(paramet
         m.parametrization for m in hf.from_pretrained(type(model), tmp_path).modules() if isinstance(m, LearnableAlpha)
     }
     assert maps == {"clamp"}
+
+
+def tiny_gpt2():
+    cfg = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4, initializer_range=0.5, pad_token_id=0
+    )
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama", "t5", "gpt2"])
+def test_output_attentions_are_eagers_at_alpha_one(kind):
+    """``output_attentions=True`` returns the weights (B, H, Q, K) as eager attention does, also on models whose
+    layers drop the flag before calling the kernel (GPT-2: transformers' output capturing asks for them)."""
+    torch.manual_seed(0)
+    model = (tiny_gpt2() if kind == "gpt2" else BUILDERS[kind]()).eval()
+    inputs = model_inputs(kind)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        ref = model(**inputs, output_attentions=True)
+    hf.sparsify(model, alpha=1.0)
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    kinds = ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")
+    names = [n for n in kinds if ref.get(n)]
+    assert names and all(len(ref[n]) == 2 for n in names)
+    for n in names:
+        assert len(out[n]) == len(ref[n]), n
+        live = inputs["attention_mask"].bool()[:, None, :, None] if n in ("attentions", "encoder_attentions") else None
+        for a, r in zip(out[n], ref[n]):
+            assert a.shape == r.shape
+            if live is not None and a.shape[-2] == live.shape[-2]:  # padded queries: ours are zero by design
+                a, r = a * live, r * live
+            torch.testing.assert_close(a, r, atol=1e-6, rtol=1e-5)
+
+
+def test_output_attentions_in_training_are_the_weights_after_dropout_as_eagers():
+    """In training, eager returns the attention weights after dropout (what multiplies the values); so here, with
+    the same random draws: same weights and same output at α = 1."""
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32, attention_probs_dropout_prob=0.5, hidden_dropout_prob=0.0,
+    )  # fmt: skip
+    model = transformers.BertModel(cfg).train()
+    ids = torch.randint(1, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    model.set_attn_implementation("eager")
+    torch.manual_seed(5)
+    ref = model(input_ids=ids, output_attentions=True)
+    hf.sparsify(model, alpha=1.0)
+    torch.manual_seed(5)
+    out = model(input_ids=ids, output_attentions=True)
+    assert (ref.attentions[0] == 0).float().mean() > 0.3  # dropped weights are in what eager returns
+    for a, r in zip(out.attentions, ref.attentions):
+        torch.testing.assert_close(a, r, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out.last_hidden_state, ref.last_hidden_state, atol=1e-5, rtol=1e-5)

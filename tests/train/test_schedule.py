@@ -44,9 +44,27 @@ def test_lambda_lr_first_update_is_nonzero_and_state_round_trips():
     assert sched2.lr_lambdas[0].warmup == 10 and sched2.get_last_lr() == sched.get_last_lr()
 
 
+def test_no_warmup_is_hugging_faces_inverse_sqrt_schedule():
+    """warmup 0 (HF's name, num_warmup_steps=0): the rate starts at lr and decays on HF's 10,000-update
+    timescale, update by update as ``transformers.get_inverse_sqrt_schedule``; not 1/√step from update 1."""
+    transformers = pytest.importorskip("transformers", reason="transformers is the reference here")
+    p = torch.nn.Parameter(torch.zeros(1))
+    ours_opt, hf_opt = torch.optim.SGD([p], lr=0.1), torch.optim.SGD([p], lr=0.1)
+    ours = build_scheduler(ours_opt, InverseSqrtSchedule(warmup=0))
+    hf = transformers.get_inverse_sqrt_schedule(hf_opt, num_warmup_steps=0)
+    for n in range(1, 30001):
+        if n in (1, 2, 10, 100, 1000, 10000, 30000):
+            assert ours_opt.param_groups[0]["lr"] == pytest.approx(hf_opt.param_groups[0]["lr"], rel=1e-12), n
+        ours_opt.step(), hf_opt.step()
+        ours.step(), hf.step()
+    noam = InverseSqrtSchedule(warmup=0, kind="noam", d_model=256, noam_factor=2.0)
+    assert noam.factor(1) == pytest.approx(2.0 / 16) and noam.factor(400) == pytest.approx(2.0 / 16 / 20)
+
+
 def test_errors():
-    with pytest.raises(ValueError, match="warmup"):
-        InverseSqrtSchedule(warmup=0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="warmup"):
+            InverseSqrtSchedule(warmup=bad)
     with pytest.raises(ValueError, match="kind"):
         InverseSqrtSchedule(kind="cosine")
     with pytest.raises(ValueError, match="from 1"):
